@@ -1,0 +1,21 @@
+"""clipjax: CLIP training in JAX/Flax (token reduction, global contrastive losses, caption rewrites)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+REQUIREMENTS = [
+    line.strip()
+    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#") and not line.startswith("pytest")
+]
+
+setup(
+    name="clipjax",
+    version="0.1.0",
+    description="Efficient CLIP training in JAX/Flax on GPUs and TPUs.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["clipjax", "clipjax.*"]),
+    package_data={"clipjax": ["assets/*"]},
+    install_requires=REQUIREMENTS,
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+)
