@@ -1,0 +1,58 @@
+"""Orbax checkpoints of the train state together with the data iterator's state (exact mid-epoch resume)."""
+import os
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """Asynchronous, keep-N checkpoints in WORKDIR/checkpoints; each step holds items 'state' (the train state
+    pytree) and 'data' (the grain iterator's state, one JSON file per process)."""
+
+    def __init__(self, workdir: str, ckpt_config: ml_collections.ConfigDict):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=ckpt_config.keep, enable_async_checkpointing=ckpt_config.async_save, create=True)
+        self.manager = ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iterator=None) -> None:
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, step: int, abstract_state, data_iterator=None):
+        """Restore onto `abstract_state` (ShapeDtypeStructs carrying shardings); fails with the list of mismatched
+        parameters if the checkpoint was written by a config of other shapes. The iterator is restored in place."""
+        check_compatible(self.manager.item_metadata(step)["state"], abstract_state, step)
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def check_compatible(saved_metadata, abstract_state, step: int) -> None:
+    """Raise ValueError naming every leaf whose saved shape differs from the target, or that is missing."""
+    saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in
+             jax.tree_util.tree_flatten_with_path(saved_metadata, is_leaf=lambda x: hasattr(x, "shape"))[0]
+             if hasattr(m, "shape")}
+    wanted = {jax.tree_util.keystr(p): tuple(x.shape)
+              for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    problems = [f"{k}: checkpoint {saved.get(k, 'missing')} vs config {v}"
+                for k, v in wanted.items() if saved.get(k) != v]
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        raise ValueError(f"checkpoint at step {step} does not match this config ({len(problems)} parameters "
+                         f"differ); was it written by another config?\n  {shown}")

@@ -1,0 +1,95 @@
+"""Two-tower CLIP model: image and text towers, L2-normalised embeddings and the temperature parameters.
+
+    model = build_model(config.model)
+    variables = model.init(rng, images, tokens)        # images uint8 [B, H, W, 3], tokens int32 [B, L]
+    out = model.apply(variables, images, tokens, patch_keep=None)
+    # out['zimg'], out['ztxt']: [B, E] float32, unit L2 norm; out['logit_scale']: scalar log-scale (raw,
+    # not exponentiated); out['logit_bias']: scalar, only when config.logit_bias_init is not None.
+    zimg = model.apply(variables, images, method=model.encode_image)
+    ztxt = model.apply(variables, tokens, method=model.encode_text)
+
+Parameter tree: {'image': ..., 'text': ..., 'logit_scale': (), ['logit_bias': ()]}; every leaf is boxed
+with logical axis names at init (`nn.get_partition_spec(variables)`).
+"""
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from clipjax.models import sizes
+from clipjax.models.layers import logical
+from clipjax.models.text import TextTransformer
+from clipjax.models.vit import VisionTransformer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """x / max(||x||, eps) along the last axis, in float32."""
+    x = x.astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class CLIP(nn.Module):
+    """Image tower + text tower + logit_scale (+ logit_bias). Build with `build_model`."""
+    image: VisionTransformer
+    text: TextTransformer
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_bias_init: float | None = None
+
+    def setup(self) -> None:
+        const = nn.initializers.constant
+        self.logit_scale = self.param("logit_scale", logical(const(self.logit_scale_init)), ())
+        if self.logit_bias_init is not None:
+            self.logit_bias = self.param("logit_bias", logical(const(self.logit_bias_init)), ())
+
+    def encode_image(self, images: jax.Array, patch_keep: jax.Array | None = None) -> jax.Array:
+        """images [B, H, W, 3] in [0, 255], patch_keep int [B, K] or None -> zimg [B, E] float32, unit norm."""
+        return l2_normalise(self.image(images, patch_keep))
+
+    def encode_text(self, tokens: jax.Array) -> jax.Array:
+        """tokens int [B, L] -> ztxt [B, E] float32, unit norm."""
+        return l2_normalise(self.text(tokens))
+
+    def __call__(self, images: jax.Array, tokens: jax.Array,
+                 patch_keep: jax.Array | None = None) -> dict[str, jax.Array]:
+        out = {"zimg": self.encode_image(images, patch_keep), "ztxt": self.encode_text(tokens),
+               "logit_scale": self.logit_scale}
+        if self.logit_bias_init is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
+
+
+def _tower_kwargs(cfg: ml_collections.ConfigDict, cls: type[nn.Module], key: str) -> dict:
+    """ConfigDict -> constructor kwargs for `cls`, failing on missing or unknown fields."""
+    fields = {f.name for f in dataclasses.fields(cls)} - {"embed_dim", "dtype", "remat", "parent", "name"}
+    given = dict(cfg)
+    if set(given) != fields:
+        raise ValueError(f"config.model.{key}: missing {sorted(fields - set(given))}, "
+                         f"unknown {sorted(set(given) - fields)}; build it with clipjax.models.sizes")
+    return given
+
+
+def build_model(config: ml_collections.ConfigDict) -> CLIP:
+    """CLIP module from `config.model` (fields: image, text, embed_dim, dtype, remat, logit_scale_init,
+    logit_bias_init; see `model_config`). All module attributes are plain hashable values."""
+    if config.dtype not in DTYPES:
+        raise ValueError(f"config.model.dtype {config.dtype!r}: expected one of {list(DTYPES)}")
+    common = dict(embed_dim=int(config.embed_dim), dtype=DTYPES[config.dtype], remat=bool(config.remat))
+    bias = config.logit_bias_init
+    return CLIP(image=VisionTransformer(**_tower_kwargs(config.image, VisionTransformer, "image"), **common),
+                text=TextTransformer(**_tower_kwargs(config.text, TextTransformer, "text"), **common),
+                logit_scale_init=float(config.logit_scale_init),
+                logit_bias_init=None if bias is None else float(bias))
+
+
+def model_config(image: str = "B/16", text: str = "B", embed_dim: int = 512) -> ml_collections.ConfigDict:
+    """Default `config.model`: OpenAI-style towers, float32, no remat, logit_scale ln(1/0.07), no bias.
+    SigLIP sets logit_scale_init=ln(10), logit_bias_init=-10."""
+    return ml_collections.ConfigDict(dict(
+        image=sizes.vit(image), text=sizes.text(text), embed_dim=embed_dim, dtype="float32", remat=False,
+        logit_scale_init=math.log(1 / 0.07),
+        logit_bias_init=ml_collections.config_dict.placeholder(float)))

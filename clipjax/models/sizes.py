@@ -1,0 +1,78 @@
+"""Size tables for the two towers, returned as fully resolved `ConfigDict`s.
+
+Every field is explicit so that a config file holds concrete values that command-line flags can override
+(`--config.model.image.image_size=112`). `clip.build_model` consumes exactly these fields.
+"""
+from typing import Any
+
+import ml_collections
+
+# name: (width, depth, mlp_dim, num_heads)
+VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
+        "mu": (64, 2, 256, 2),
+        "Ti": (192, 12, 768, 3),
+        "S": (384, 12, 1536, 6),
+        "B": (768, 12, 3072, 12),
+        "L": (1024, 24, 4096, 16),
+        "H": (1280, 32, 5120, 16),
+        "G": (1664, 48, 8192, 16),
+}
+
+# name: (width, depth, num_heads); mlp_dim = 4 * width
+TEXT_SIZES: dict[str, tuple[int, int, int]] = {
+        "mu": (64, 2, 2),
+        "Ti": (192, 12, 3),
+        "S": (384, 12, 6),
+        "B": (512, 12, 8),
+        "L": (768, 12, 12),
+        "H": (1024, 24, 16),
+        "G": (1280, 32, 20),
+}
+
+VIT_POS_EMB = ("sincos2d", "learn")
+VIT_POOL = ("tok", "gap", "map")
+TEXT_POOL = ("eot", "last", "mean", "first")
+
+
+def _apply(base: dict[str, Any], overrides: dict[str, Any], what: str) -> ml_collections.ConfigDict:
+    unknown = sorted(set(overrides) - set(base))
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {unknown}; allowed: {sorted(base)}")
+    return ml_collections.ConfigDict({**base, **overrides})
+
+
+def vit(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """ViT image tower config for `variant` = "NAME/PATCH", e.g. "B/16", "mu/8".
+
+    Fields: width, depth, mlp_dim, num_heads, patch_size, image_size (224), pos_emb ('learn' | 'sincos2d';
+    default 'learn' as in OpenAI CLIP, FLIP/CLIPA configs set 'sincos2d'), pool ('tok' | 'gap' | 'map').
+    """
+    name, sep, patch = variant.partition("/")
+    if name not in VIT_SIZES or not sep or not patch.isdigit():
+        raise ValueError(f"vit variant {variant!r}: expected NAME/PATCH with NAME in {list(VIT_SIZES)}, "
+                         "e.g. 'B/16'")
+    width, depth, mlp_dim, heads = VIT_SIZES[name]
+    cfg = _apply(dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=heads, patch_size=int(patch),
+                      image_size=224, pos_emb="learn", pool="tok"), overrides, f"vit({variant!r})")
+    if cfg.pos_emb not in VIT_POS_EMB:
+        raise ValueError(f"vit pos_emb {cfg.pos_emb!r}: expected one of {VIT_POS_EMB}")
+    if cfg.pool not in VIT_POOL:
+        raise ValueError(f"vit pool {cfg.pool!r}: expected one of {VIT_POOL}")
+    return cfg
+
+
+def text(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """Text tower config for `variant` in TEXT_SIZES, e.g. "B".
+
+    Fields: width, depth, mlp_dim (4 x width), num_heads, vocab_size (49408), context_length (77),
+    causal (True: OpenAI causal mask; False: bidirectional with a padding mask), pool ('eot' | 'last' |
+    'mean' | 'first').
+    """
+    if variant not in TEXT_SIZES:
+        raise ValueError(f"text variant {variant!r}: expected one of {list(TEXT_SIZES)}")
+    width, depth, heads = TEXT_SIZES[variant]
+    cfg = _apply(dict(width=width, depth=depth, mlp_dim=4 * width, num_heads=heads, vocab_size=49408,
+                      context_length=77, causal=True, pool="eot"), overrides, f"text({variant!r})")
+    if cfg.pool not in TEXT_POOL:
+        raise ValueError(f"text pool {cfg.pool!r}: expected one of {TEXT_POOL}")
+    return cfg

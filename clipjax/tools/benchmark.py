@@ -1,0 +1,109 @@
+"""Train-step benchmark: compile time, examples/s and model FLOPs utilisation, optionally side by side with a
+minimal hand-written JAX step of the same model (to show the cost of clipjax's abstractions).
+
+python -m clipjax.tools.benchmark --config configs/small.py --baseline [--steps 20] [--config.batch_size=128]
+Batches are random device-resident arrays, so only the step is timed (the input pipeline has its own benchmark).
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from ml_collections import config_flags
+
+from clipjax import optim, sharding, train
+from clipjax.losses import contrastive
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file to benchmark.", lock_config=True)
+flags.DEFINE_integer("steps", 20, "Timed steps per measurement (after one compile/warm-up step).")
+flags.DEFINE_integer("repeats", 3, "Measurements; the best is reported.")
+flags.DEFINE_bool("baseline", False, "Also time a minimal hand-written step (1 device, no shard_map, no mesh).")
+flags.DEFINE_float("peak_tflops", 0.0, "Peak accelerator TFLOP/s for MFU (0: look up by device kind).")
+
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+               "TPU v5p": 459.0, "TPU v6 lite": 918.0}  # dense bf16
+
+
+def random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    b, h, l = config.batch_size, config.data.image_size, config.data.text_length
+    tokens = rng.integers(1, 49000, (b, l), dtype=np.int32)
+    tokens[:, -1] = 49407
+    return {"image": rng.integers(0, 256, (b, h, h, 3), dtype=np.uint8), "tokens": tokens,
+            "index": np.arange(b, dtype=np.int32)}
+
+
+def time_steps(step, state, batch, steps: int, repeats: int) -> tuple[float, float, object]:
+    """(compile + first step seconds, best seconds per step, state)."""
+    t0 = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = step(state, batch)
+        jax.block_until_ready((state, metrics))
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return first, best, state
+
+
+def minimal_step(trainer, config):
+    """A hand-written step of the same model: model.apply, global InfoNCE, optax AdamW; plain jax.jit."""
+    model = trainer.model
+    tx = optax.adamw(1e-4, b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
+                     weight_decay=config.optim.weight_decay, mask=optim.decay_mask)
+
+    def loss_fn(params, batch):
+        out = model.apply({"params": params}, batch["image"], batch["tokens"])
+        return contrastive.softmax_loss_reference(out["zimg"], out["ztxt"], out["logit_scale"])
+
+    @jax.jit
+    def step(state, batch):
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    def init(params):
+        return params, tx.init(params)
+    return step, init
+
+
+def main(argv):
+    del argv
+    config = FLAGS.config
+    rng = np.random.default_rng(0)
+    host_batch = random_batch(config, rng)
+    trainer = train.Trainer(config)
+    state = trainer.init_state(data_size=config.batch_size)
+    batch = sharding.global_batch(host_batch, trainer.mesh)
+    flops = trainer.step_fn.lower(state, batch).compile().cost_analysis()
+    flops = (flops[0] if isinstance(flops, list) else flops).get("flops", 0.0)
+    first, per_step, state = time_steps(trainer.step_fn, state, batch, FLAGS.steps, FLAGS.repeats)
+    kind = jax.devices()[0].device_kind
+    peak = FLAGS.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in kind), 0.0)
+    print(f"device: {jax.device_count()} x {kind}; batch {config.batch_size}; "
+          f"image {config.data.image_size}px/{config.model.image.patch_size}, text {config.data.text_length}")
+    print(f"clipjax step: compile+first {first:.2f} s, {per_step * 1e3:.1f} ms/step, "
+          f"{config.batch_size / per_step:.1f} examples/s, {flops / 1e9:.1f} GFLOP/step (XLA)")
+    if peak:
+        print(f"MFU: {flops / per_step / (peak * 1e12 * jax.device_count()):.1%} of {peak:.0f} TFLOP/s per device")
+    if FLAGS.baseline:
+        params = jax.device_get(state.params)
+        step, init = minimal_step(trainer, config)
+        device_batch = jax.device_put(host_batch, jax.devices()[0])
+        del state
+        base_first, base_step, _ = time_steps(step, init(jax.device_put(params, jax.devices()[0])), device_batch,
+                                              FLAGS.steps, FLAGS.repeats)
+        print(f"minimal step: compile+first {base_first:.2f} s, {base_step * 1e3:.1f} ms/step, "
+              f"{config.batch_size / base_step:.1f} examples/s")
+        print(f"ratio clipjax/minimal examples/s: {base_step / per_step:.3f}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

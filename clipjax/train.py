@@ -1,0 +1,221 @@
+"""Train state, the pure train step, and the training loop (logging, evaluation, checkpoints, resume)."""
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from clipjax import checkpoint, config as config_lib, losses, optim, sharding
+from clipjax.data import pipeline
+from clipjax.evaluate.builtin import BuiltinEvaluator
+from clipjax.metrics_writer import MetricWriter
+from clipjax.models import clip
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; one pytree, checkpointed whole."""
+    step: jax.Array          # int32 []
+    params: Any
+    opt_state: Any
+    rng: jax.Array           # uint32 [2]
+    loss_state: Any          # per-sample loss estimators ({} for clip/siglip)
+    nonfinite: jax.Array     # int32 []: consecutive skipped updates (non-finite loss or gradient)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
+               loss_fn: losses.LossFn, lr_schedule: optax.Schedule, max_logit_scale: float
+               ) -> tuple[TrainState, dict]:
+    """One optimiser step. batch: image uint8 [B,H,W,3], tokens int32 [B,L], index int32 [B].
+    A non-finite loss or gradient leaves params, optimiser and loss state unchanged and counts the skip."""
+    rng, _ = jax.random.split(state.rng)
+
+    def objective(params):
+        out = model.apply({"params": params}, batch["image"], batch["tokens"])
+        loss, metrics, loss_state = loss_fn(out, batch, state.loss_state, state.step)
+        return loss, (metrics, loss_state, out)
+
+    (loss, (metrics, loss_state, out)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params = clamp_logit_scale(params, max_logit_scale)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = TrainState(
+        step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+        rng=rng, loss_state=keep(loss_state, state.loss_state),
+        nonfinite=jnp.where(finite, 0, state.nonfinite + 1))
+    metrics = {f"train/{k}": v for k, v in metrics.items()}
+    metrics.update({"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr_schedule(state.step),
+                    "train/logit_scale": jnp.exp(out["logit_scale"]), "train/skipped": 1 - finite.astype(jnp.int32)})
+    return new_state, metrics
+
+
+def clamp_logit_scale(params, max_value: float):
+    """Clip the log temperature to [0, max_value] (OpenCLIP/FLIP clamp t = exp(.) to [1, 100])."""
+    if "logit_scale" not in params:
+        return params
+    return {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, max_value)}
+
+
+class Trainer:
+    """Builds model, mesh, optimiser, sharded state and the jitted step from a config."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+        self.config = config
+        self.mesh = mesh or sharding.make_mesh(config.mesh)
+        config_lib.validate(config, self.mesh.size)
+        self.model = clip.build_model(config.model)
+        self.total_steps = config_lib.resolve_total_steps(config)
+        self.loss_fn = losses.make_loss(config, self.mesh)
+
+    def _init_params(self, rng):
+        h = self.config.model.image.image_size
+        images = jnp.zeros((1, h, h, 3), jnp.uint8)
+        tokens = jnp.zeros((1, self.config.data.text_length), jnp.int32)
+        return self.model.init(rng, images, tokens)["params"]
+
+    def init_state(self, data_size: int) -> TrainState:
+        """Fresh state, created directly in its shardings (never materialised whole on one device)."""
+        config, mesh = self.config, self.mesh
+        rng = jax.random.PRNGKey(config.seed)
+        params_rng, state_rng = jax.random.split(rng)
+        boxed = jax.eval_shape(self._init_params, params_rng)
+        self.param_shardings = sharding.param_shardings(boxed, mesh)
+        params = jax.jit(lambda r: nn.meta.unbox(self._init_params(r)),
+                         out_shardings=self.param_shardings)(params_rng)
+        self.tx, self.lr_schedule = optim.make_optimizer(config, params)
+        repl = sharding.replicated(mesh)
+        opt_abstract = jax.eval_shape(self.tx.init, params)
+        opt_shardings = optax.tree_map_params(self.tx, lambda _, s: s, opt_abstract, self.param_shardings,
+                                              transform_non_params=lambda _: repl,
+                                              is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+        opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
+        loss_state = losses.init_loss_state(config, data_size)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, rng=state_rng,
+                           loss_state=loss_state, nonfinite=jnp.zeros((), jnp.int32))
+        self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
+        state = jax.device_put(state, self.state_shardings)
+        self.step_fn = jax.jit(
+            functools.partial(train_step, model=self.model, tx=self.tx, loss_fn=self.loss_fn,
+                              lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale),
+            in_shardings=(self.state_shardings, self.batch_shardings()),
+            out_shardings=(self.state_shardings, repl), donate_argnums=0)
+        return state
+
+    def batch_shardings(self) -> dict:
+        return {"image": sharding.batch_sharding(self.mesh, 4), "tokens": sharding.batch_sharding(self.mesh, 2),
+                "index": sharding.batch_sharding(self.mesh, 1)}
+
+    def abstract_state(self, state: TrainState):
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, self.state_shardings)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Train for the configured steps in `workdir`, resuming from its latest checkpoint; returns final metrics."""
+    is_main = jax.process_index() == 0
+    prepare_workdir(workdir, config, is_main)
+    trainer = Trainer(config)
+    data_iter, data_size = pipeline.make_train_iterator(config)
+    state = trainer.init_state(data_size)
+    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
+    start = ckpt.latest_step()
+    if start is not None:
+        state = ckpt.restore(start, trainer.abstract_state(state), data_iter)
+        logging.info("resumed from step %d of %s", start, workdir)
+    evaluator = BuiltinEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)
+    writer = MetricWriter(workdir, enabled=is_main)
+    final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main)
+    writer.close()
+    ckpt.close()
+    return final
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, is_main: bool) -> None:
+    """Create `workdir` (fail clearly if it is a file) and save the resolved config in it."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f"--workdir {workdir!r} exists and is not a directory")
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_main):
+    total, batch_size = trainer.total_steps, config.batch_size
+    bar = tqdm.tqdm(total=total, initial=start, disable=not (is_main and config.progress_bar), unit="step",
+                    dynamic_ncols=True)
+    final, pending, skipped_total = {}, [], 0
+    t_last, n_last = time.perf_counter(), start
+    for step in range(start + 1, total + 1):
+        batch = sharding.global_batch(next(data_iter), trainer.mesh)
+        state, metrics = trainer.step_fn(state, batch)
+        pending.append(metrics)
+        last = step == total
+        if step % config.log_every_steps == 0 or last:
+            rows = jax.device_get(pending)
+            pending = []
+            skipped_total += sum(int(r["train/skipped"]) for r in rows)
+            m = {k: float(v) for k, v in rows[-1].items()}
+            now = time.perf_counter()
+            m["train/examples_per_sec"] = (step - n_last) * batch_size / (now - t_last)
+            m["train/skipped_total"] = skipped_total
+            t_last, n_last = now, step
+            writer.write(step, m)
+            bar.set_postfix(loss=f"{m['train/loss']:.4f}", ex_s=f"{m['train/examples_per_sec']:.0f}")
+            in_row = int(jax.device_get(state.nonfinite))
+            if in_row >= config.max_nonfinite_in_row:
+                ckpt.wait()
+                raise NonFiniteLossError(
+                    f"step {step}: {in_row} consecutive non-finite losses/gradients (limit "
+                    f"config.max_nonfinite_in_row={config.max_nonfinite_in_row}); updates were skipped, the last "
+                    f"checkpoint holds the last finite state. Lower optim.lr or check the data.")
+            final.update(m)
+        bar.update(1)
+        if (config.evals.every_steps > 0 and step % config.evals.every_steps == 0) or last:
+            m = {f"eval/{k}": v for k, v in evaluator(state.params).items()}
+            writer.write(step, m)
+            final.update(m)
+            if is_main:
+                bar.write(f"step {step}: " + json.dumps({k: round(v, 4) for k, v in m.items()}))
+        if step % config.checkpoint.every_steps == 0 or last:
+            ckpt.save(step, state, data_iter)
+    bar.close()
+    ckpt.wait()
+    if start >= total:
+        final = {f"eval/{k}": v for k, v in evaluator(state.params).items()}
+    return final
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Evaluate the latest checkpoint in `workdir`; writes WORKDIR/eval_STEP.json and returns the metrics."""
+    trainer = Trainer(config)
+    state = trainer.init_state(config.data.size)
+    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
+    step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    state = ckpt.restore(step, trainer.abstract_state(state))
+    metrics = BuiltinEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)(state.params)
+    metrics = {f"eval/{k}": v for k, v in metrics.items()}
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
+            json.dump({"step": step, **metrics}, f, indent=2)
+    ckpt.close()
+    return metrics
