@@ -1,8 +1,6 @@
 """Command line: python -m clipjax.main --config configs/NAME.py --workdir DIR [--mode train|eval]
 [--config.key=value ...]."""
 import json
-import logging
-
 import jax
 from absl import app, flags
 from ml_collections import config_flags
@@ -21,7 +19,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
     config = FLAGS.config
     config_lib.validate(config, jax.device_count())
     if FLAGS.mode == "train":

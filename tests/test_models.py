@@ -178,11 +178,10 @@ def test_image_pool_variants(batch, pool, pos_emb):
 
 
 @pytest.mark.parametrize("pool", ["tok", "gap"])
-def test_patch_keep_all_equals_none(batch, pool):
+def test_patch_keep_all_equals_none(tiny, batch, pool):
     cfg = tiny_config()
     cfg.image.pool = pool
-    model = clip.build_model(cfg)
-    variables = init(model, batch)
+    model, variables = clip.build_model(cfg), tiny[1]   # same parameter tree as the 'tok' model
     images = batch[0]
     enc = image_encoder(model)
     full = enc(variables, images)
@@ -232,11 +231,10 @@ def test_causal_eot_ignores_tokens_after_eot(tiny, batch):
 
 
 @pytest.mark.parametrize("pool", ["mean", "last"])
-def test_bidirectional_ignores_padding(batch, pool):
+def test_bidirectional_ignores_padding(tiny, pool):
     cfg = tiny_config()
     cfg.text.update(causal=False, pool=pool)
-    model = clip.build_model(cfg)
-    enc = text_encoder(model, init(model, batch))
+    enc = text_encoder(clip.build_model(cfg), tiny[1])   # same parameter tree as the causal model
     tokens = make_tokens(np.random.default_rng(3), [3, 6, 8], seq_len=8)
     padded = jnp.pad(tokens, ((0, 0), (0, 8)))          # same texts, 8 more pad tokens
     np.testing.assert_allclose(enc(padded), enc(tokens), atol=1e-5)

@@ -56,6 +56,7 @@ class CLIP(nn.Module):
 
     def __call__(self, images: jax.Array, tokens: jax.Array,
                  patch_keep: jax.Array | None = None) -> dict[str, jax.Array]:
+        """-> {'zimg' [B, E], 'ztxt' [B, E], 'logit_scale' (), ['logit_bias' ()]}, all float32."""
         out = {"zimg": self.encode_image(images, patch_keep), "ztxt": self.encode_text(tokens),
                "logit_scale": self.logit_scale}
         if self.logit_bias_init is not None:
