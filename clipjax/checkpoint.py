@@ -45,14 +45,18 @@ class Checkpointer:
 
 def check_compatible(saved_metadata, abstract_state, step: int) -> None:
     """Raise ValueError naming every leaf whose saved shape differs from the target, or that is missing."""
-    saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in
-             jax.tree_util.tree_flatten_with_path(saved_metadata, is_leaf=lambda x: hasattr(x, "shape"))[0]
-             if hasattr(m, "shape")}
-    wanted = {jax.tree_util.keystr(p): tuple(x.shape)
-              for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    saved = _shapes(saved_metadata)
+    wanted = _shapes(abstract_state)
     problems = [f"{k}: checkpoint {saved.get(k, 'missing')} vs config {v}"
                 for k, v in wanted.items() if saved.get(k) != v]
     if problems:
         shown = "\n  ".join(problems[:20])
         raise ValueError(f"checkpoint at step {step} does not match this config ({len(problems)} parameters "
                          f"differ); was it written by another config?\n  {shown}")
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    """'params/image/cls' -> shape for every array-like leaf (dataclass fields and dict keys alike)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path): tuple(x.shape)
+            for path, x in leaves if hasattr(x, "shape")}

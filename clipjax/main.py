@@ -2,7 +2,7 @@
 [--config.key=value ...]."""
 import json
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clipjax import config as config_lib, train
@@ -19,6 +19,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) hides the progress bar
     config = FLAGS.config
     config_lib.validate(config, jax.device_count())
     if FLAGS.mode == "train":

@@ -53,7 +53,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = clamp_logit_scale(params, max_logit_scale)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = TrainState(
@@ -106,11 +106,13 @@ class Trainer:
                                               transform_non_params=lambda _: repl,
                                               is_leaf=lambda x: isinstance(x, optax.MaskedNode))
         opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
-        loss_state = losses.init_loss_state(config, data_size)
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, rng=state_rng,
-                           loss_state=loss_state, nonfinite=jnp.zeros((), jnp.int32))
-        self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
-        state = jax.device_put(state, self.state_shardings)
+        loss_state = losses.init_loss_state(config, data_size, mesh)
+        self.state_shardings = TrainState(
+            step=repl, params=self.param_shardings, opt_state=opt_shardings, rng=repl,
+            loss_state=jax.tree.map(lambda x: x.sharding, loss_state), nonfinite=repl)
+        state = jax.device_put(TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                                          rng=state_rng, loss_state=loss_state, nonfinite=jnp.zeros((), jnp.int32)),
+                               self.state_shardings)
         self.step_fn = jax.jit(
             functools.partial(train_step, model=self.model, tx=self.tx, loss_fn=self.loss_fn,
                               lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale),
@@ -127,8 +129,10 @@ class Trainer:
                             state, self.state_shardings)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Train for the configured steps in `workdir`, resuming from its latest checkpoint; returns final metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None
+                       ) -> dict[str, float]:
+    """Train for the configured steps in `workdir`, resuming from its latest checkpoint; returns final metrics.
+    `stop_at`: leave after that step (checkpointed), as a preempted run would, without changing the schedule."""
     is_main = jax.process_index() == 0
     prepare_workdir(workdir, config, is_main)
     trainer = Trainer(config)
@@ -141,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info("resumed from step %d of %s", start, workdir)
     evaluator = BuiltinEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)
     writer = MetricWriter(workdir, enabled=is_main)
-    final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main)
+    final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main, stop_at)
     writer.close()
     ckpt.close()
     return final
@@ -157,17 +161,18 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, is_main: bo
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_main):
+def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_main, stop_at):
     total, batch_size = trainer.total_steps, config.batch_size
+    end = min(total, stop_at or total)
     bar = tqdm.tqdm(total=total, initial=start, disable=not (is_main and config.progress_bar), unit="step",
                     dynamic_ncols=True)
     final, pending, skipped_total = {}, [], 0
     t_last, n_last = time.perf_counter(), start
-    for step in range(start + 1, total + 1):
+    for step in range(start + 1, end + 1):
         batch = sharding.global_batch(next(data_iter), trainer.mesh)
         state, metrics = trainer.step_fn(state, batch)
         pending.append(metrics)
-        last = step == total
+        last = step == end
         if step % config.log_every_steps == 0 or last:
             rows = jax.device_get(pending)
             pending = []
@@ -188,7 +193,7 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
                     f"checkpoint holds the last finite state. Lower optim.lr or check the data.")
             final.update(m)
         bar.update(1)
-        if (config.evals.every_steps > 0 and step % config.evals.every_steps == 0) or last:
+        if (config.evals.every_steps > 0 and step % config.evals.every_steps == 0) or step == total:
             m = {f"eval/{k}": v for k, v in evaluator(state.params).items()}
             writer.write(step, m)
             final.update(m)

@@ -66,7 +66,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, process_index: int | 
     ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat(None)[pi::pc]
     ds = ds.random_map(TrainTransform(config.data.text_length, config.data.caption_mode))
     ds = ds.batch(config.batch_size // pc, drop_remainder=True)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=config.data.prefetch))
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(2, config.data.prefetch)))
     if config.data.num_workers > 0:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
     return iter(it_ds), len(source)

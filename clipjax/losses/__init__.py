@@ -32,7 +32,8 @@ def make_loss(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Los
     return loss
 
 
-def init_loss_state(config: ml_collections.ConfigDict, data_size: int) -> dict:
-    """Per-sample loss state for a dataset whose largest global index is data_size - 1 ({} for clip/siglip)."""
-    del config, data_size
+def init_loss_state(config: ml_collections.ConfigDict, data_size: int, mesh: jax.sharding.Mesh) -> dict:
+    """Per-sample loss state for a dataset whose largest global index is data_size - 1, placed on `mesh` in its
+    sharding ({} for clip/siglip)."""
+    del config, data_size, mesh
     return {}
