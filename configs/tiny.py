@@ -8,11 +8,11 @@ from clipjax.models import sizes
 
 def get_config():
     c = config_lib.default_config()
-    c.total_steps = 600
+    c.total_steps = 1000
     c.batch_size = 64
-    c.data.image_size = 32
+    c.data.image_size = 64
     c.data.text_length = 16
-    c.model.image = sizes.vit("mu/4", image_size=32, pool="gap")
+    c.model.image = sizes.vit("mu/8", image_size=64, pool="gap")
     c.model.text = sizes.text("mu", context_length=16)
     c.model.embed_dim = 64
     c.optim.lr = 2e-3
