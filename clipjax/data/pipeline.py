@@ -12,7 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from clipjax.data import synthetic
+from clipjax.data import synthetic, text_reduction
 from clipjax.data.tokenizer import ClipTokenizer
 
 
@@ -46,11 +46,12 @@ class TrainTransform(grain.transforms.RandomMap):
     per-example rng grain derives from (seed, position in the stream), so it changes every epoch."""
     text_length: int
     caption_mode: str
+    text_strategy: str = "truncate"  # config.tokens.text_strategy (see data.text_reduction)
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         caption = choose_caption(example, self.caption_mode, rng)
         return {"image": np.asarray(example["image"], np.uint8),
-                "tokens": tokenizer()(caption, context_length=self.text_length)[0],
+                "tokens": text_reduction.tokenize(tokenizer(), caption, self.text_length, self.text_strategy, rng),
                 "index": np.int32(example["index"])}
 
 
@@ -64,7 +65,8 @@ def make_train_iterator(config: ml_collections.ConfigDict, process_index: int | 
         raise ValueError(f"config.batch_size = {config.batch_size}: expected a multiple of the {pc} processes")
     source = make_source(config.data, "train")
     ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat(None)[pi::pc]
-    ds = ds.random_map(TrainTransform(config.data.text_length, config.data.caption_mode))
+    ds = ds.random_map(TrainTransform(config.data.text_length, config.data.caption_mode,
+                                      config.tokens.text_strategy))
     ds = ds.batch(config.batch_size // pc, drop_remainder=True)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(2, config.data.prefetch)))
     if config.data.num_workers > 0:
