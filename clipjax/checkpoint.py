@@ -1,4 +1,5 @@
 """Orbax checkpoints of the train state together with the data iterator's state (exact mid-epoch resume)."""
+import logging
 import os
 
 import grain
@@ -32,9 +33,17 @@ class Checkpointer:
         parameters if the checkpoint was written by a config of other shapes. The iterator is restored in place."""
         check_compatible(self.manager.item_metadata(step)["state"], abstract_state, step)
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
+        if data_iterator is not None and self.has_data_state(step):
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        elif data_iterator is not None:
+            logging.warning("checkpoint %d holds no data-iterator state for %d processes (written by another "
+                            "topology?): the input pipeline restarts from its beginning", step, jax.process_count())
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def has_data_state(self, step: int) -> bool:
+        """Whether step's checkpoint has this process's iterator state (same process count as the writer)."""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return os.path.exists(os.path.join(self.manager.directory, str(step), "data", name))
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

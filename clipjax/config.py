@@ -5,12 +5,14 @@ needs and returns the result. The default config is locked: setting a key that d
 naming the key, and ml_collections refuses values of the wrong type.
 """
 import math
+import os
 
 import ml_collections
 
 from clipjax.models import sizes
 
-LOSSES = ("clip", "siglip")
+LOSSES = ("clip", "siglip", "sogclr", "isogclr", "fastclip_v0", "fastclip_v1", "fastclip_v2", "fastclip_v3")
+GCL_LOSSES = LOSSES[2:]  # per-sample moving-average estimators (clipjax.losses.fastclip)
 SCHEDULES = ("cosine", "constant", "cooldown")
 OPTIMIZERS = ("adamw", "lamb", "lion")
 
@@ -24,12 +26,36 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 64              # global batch size
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic"      # built-in procedurally generated dataset
-    c.data.size = 20000            # number of training examples of the synthetic world
+    c.data.name = "synthetic"      # 'synthetic' | 'webdataset' | 'csv' | 'arrayrecord' | 'tfds' (clipjax.data.sources)
+    c.data.path = ""               # tar shards (brace pattern / list / dir), CSV/TSV file, ArrayRecord dir, TFDS name
+    c.data.size = 20000            # synthetic: number of examples; webdataset: largest index + 1 (-1: scan headers)
     c.data.image_size = 64
     c.data.text_length = 32
-    c.data.caption_mode = "mixed"  # 'original' | 'mixed' (uniform over phrasings and rewrites per epoch)
-    c.data.shuffle_buffer = -1     # -1: exact global shuffle (random access sources)
+    c.data.caption_mode = "mixed"  # 'original' | 'mixed' | 'laclip' | 'veclip' | 'weighted' (clipjax.data.captions)
+    c.data.caption_fields = ""     # extra caption fields to read: webdataset json keys, CSV columns, TFDS paths
+    c.data.rewrite_files = ""      # CSV: comma-separated rewrite files, line i for row i -> fields rewrite_1..K
+    c.data.rewrite_fields = ""     # 'laclip' pool besides the original ('' = every field named rewrite*)
+    c.data.veclip_field = "vec"    # 'veclip': the visual-enriched caption field, drawn with veclip_prob
+    c.data.veclip_prob = 0.5
+    c.data.caption_weights = ""    # 'weighted': 'caption:1,rewrite_1:1,...'
+    c.data.tokenizer = "clip_bpe"  # 'clip_bpe' or a local Hugging Face tokenizer directory
+    c.data.augment = "none"        # 'none' | 'eval' | 'clip' | 'clipa_large' | 'randaug' | 'stacked_randaug' | 'simclr'
+    c.data.crop_scale = ()         # RandomResizedCrop area scale (min, max); () = the preset's default
+    c.data.randaug_layers = 2
+    c.data.randaug_magnitude = 9.0
+    c.data.interpolation = "bicubic"  # crop resize: 'bicubic' (OpenCLIP) or 'bilinear' (faster)
+    c.data.max_image_pixels = 89_478_485  # larger images are skipped (decompression-bomb guard)
+    c.data.image_root = ""         # CSV: directory the image paths are relative to
+    c.data.csv_header = False      # CSV: first row names the columns
+    c.data.csv_path_column = "0"   # CSV: column (position, or name with a header) of the image path
+    c.data.csv_caption_column = "1"
+    c.data.csv_separator = ""      # '' = tab for .tsv, else comma
+    c.data.tfds_data_dir = ""      # TFDS: data_dir of the prepared dataset (nothing is downloaded)
+    c.data.tfds_split = "train"
+    c.data.tfds_image_key = "image"
+    c.data.tfds_caption_key = "captions/text"
+    c.data.shuffle_buffer = -1     # random access: -1 global shuffle, 0 none; webdataset: window (-1 = 1000)
+    c.data.num_epochs = -1         # -1: repeat forever; N: the iterator ends after N epochs
     c.data.num_workers = 0         # grain worker processes (0: in the main process)
     c.data.prefetch = 2            # batches prefetched by a host thread
 
@@ -45,6 +71,19 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "clip"           # one of LOSSES
     c.loss.max_logit_scale = math.log(100.0)
+    # GCL family (sogclr, isogclr, fastclip_v*); defaults are FastCLIP's CC3M settings.
+    c.loss.eps = 1e-14             # epsilon in log(eps + g)
+    c.loss.rho = 6.5               # RGCL/RGCL-g constraint weight (isogclr, fastclip_v2, fastclip_v3)
+    c.loss.gamma_min = 0.2         # u <- (1-gamma) u + gamma g: gamma 1 in epoch 0, cosine to gamma_min ...
+    c.loss.gamma_decay_epochs = 18  # ... over this many epochs (epochs of data.size examples), gamma_min after
+    c.loss.tau_init = 0.03         # per-sample temperature init (isogclr, fastclip_v2)
+    c.loss.tau_lr = 2e-4           # temperature lr: fastclip_v3 AdamW on log(1/tau); per-sample Adam for v2
+    c.loss.tau_b1 = 0.9
+    c.loss.tau_b2 = 0.999
+    c.loss.tau_weight_decay = 0.0  # fastclip_v3 temperature AdamW
+    c.loss.tau_lr_drop_below = 0.03  # fastclip_v3: tau_lr / 3 from the first step with tau <= this
+    c.loss.tau_grad_clip = 5.0     # per-sample temperature gradient clipped to +-this (fastclip_v2)
+    c.loss.shard_state_above = 1 << 22  # per-sample state longer than this is sharded by index range
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"         # one of OPTIMIZERS
@@ -81,6 +120,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.evals.batch_size = 256
     c.evals.class_sets = "shape,colour,count"
     c.evals.captions_per_image = 3  # retrieval: captions per held-out image
+
+    c.tokens = ml_collections.ConfigDict()  # token reduction at training only (clipjax.tokens, data.text_reduction)
+    c.tokens.image_strategy = "none"  # 'none' | 'random' (FLIP) | 'grid' | 'block'; resize = data.image_size
+    c.tokens.image_keep_ratio = 1.0   # kept fraction of patch tokens (grid: 1/s^2); CLS is always kept
+    c.tokens.image_keep_count = -1    # > 0: exact kept patch count, overrides image_keep_ratio
+    c.tokens.text_strategy = "truncate"  # 'truncate' | 'random' | 'block' | 'syntax'; length = data.text_length
+
+    c.init_from = ""               # multi-stage: a workdir or checkpoint step dir to take params from (clipjax.finetune)
+    c.init_text_pos = "resize"     # text pos-emb of another length: 'resize' (linear) | 'extend' | 'reinit'
     return c
 
 
@@ -111,7 +159,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     expect(config.optim.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}")
     expect(config.batch_size > 0, "batch_size", "a positive integer")
     expect(resolve_total_steps(config) > 0, "total_steps", "a positive integer")
-    expect(config.data.caption_mode in ("original", "mixed"), "data.caption_mode", "'original' or 'mixed'")
+    _validate_data(config, expect)
     expect(config.model.image.image_size % config.model.image.patch_size == 0, "model.image.image_size",
            f"a multiple of model.image.patch_size={config.model.image.patch_size}")
     expect(config.data.image_size == config.model.image.image_size, "data.image_size",
@@ -119,10 +167,54 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     expect(config.data.text_length <= config.model.text.context_length, "data.text_length",
            f"at most model.text.context_length={config.model.text.context_length}")
     expect(config.model.dtype in ("float32", "bfloat16"), "model.dtype", "'float32' or 'bfloat16'")
+    _validate_tokens(config, expect)
     if config.loss.name == "siglip":
         expect(config.model.logit_bias_init is not None, "model.logit_bias_init", "a float for loss 'siglip' (e.g. -10)")
+    if config.loss.name in GCL_LOSSES:
+        lc, tau_min = config.loss, math.exp(-config.loss.max_logit_scale)
+        expect(lc.eps > 0, "loss.eps", "a positive float")
+        expect(0.0 <= lc.gamma_min <= 1.0, "loss.gamma_min", "a value in [0, 1]")
+        expect(lc.gamma_decay_epochs >= 0, "loss.gamma_decay_epochs", "a non-negative integer")
+        expect(tau_min <= lc.tau_init <= 1.0, "loss.tau_init", f"a temperature in [{tau_min:.3g}, 1]")
+        expect(lc.tau_lr > 0, "loss.tau_lr", "a positive float")
+        expect(lc.tau_grad_clip > 0, "loss.tau_grad_clip", "a positive float")
+        expect(lc.shard_state_above >= 0, "loss.shard_state_above", "a non-negative number of elements")
     if num_devices is not None:
         expect(config.batch_size % num_devices == 0, "batch_size", f"a multiple of the {num_devices} devices")
+
+
+def _validate_tokens(config, expect) -> None:
+    """config.tokens and config.init_*: known strategies, a kept-patch count the strategy can give."""
+    from clipjax import tokens
+    from clipjax.data import text_reduction
+    t = config.tokens
+    expect(t.image_strategy in tokens.IMAGE_STRATEGIES, "tokens.image_strategy", f"one of {tokens.IMAGE_STRATEGIES}")
+    expect(t.text_strategy in text_reduction.TEXT_STRATEGIES, "tokens.text_strategy",
+           f"one of {text_reduction.TEXT_STRATEGIES}")
+    expect(0.0 < t.image_keep_ratio <= 1.0, "tokens.image_keep_ratio", "a fraction in (0, 1]")
+    expect(config.data.text_length >= 3, "data.text_length", "at least 3 (SOT, one token, EOT)")
+    expect(config.init_text_pos in ("resize", "extend", "reinit"), "init_text_pos", "'resize', 'extend' or 'reinit'")
+    if t.image_strategy != "none":
+        grid = tokens.image_grid(config.model.image.image_size, config.model.image.patch_size)
+        try:
+            tokens.kept_count(t.image_strategy, *grid, t.image_keep_ratio, t.image_keep_count)
+        except ValueError as e:
+            raise ValueError(f"config.tokens (image_keep_ratio={t.image_keep_ratio}, image_keep_count="
+                             f"{t.image_keep_count}): {e}") from None
+
+
+def _validate_data(config, expect) -> None:
+    """config.data: a known source with a path, caption mode, augmentation preset and tokenizer."""
+    from clipjax.data import augment, captions, pipeline
+    d = config.data
+    expect(d.name in pipeline.SOURCES, "data.name", f"one of {pipeline.SOURCES}")
+    expect(d.name == "synthetic" or d.path, "data.path", f"the location of the {d.name!r} data")
+    expect(d.caption_mode in captions.MODES, "data.caption_mode", f"one of {captions.MODES}")
+    expect(d.augment in augment.PRESETS, "data.augment", f"one of {augment.PRESETS}")
+    expect(d.tokenizer == "clip_bpe" or os.path.isdir(d.tokenizer), "data.tokenizer",
+           "'clip_bpe' or a local Hugging Face tokenizer directory")
+    expect(d.num_epochs == -1 or d.num_epochs > 0, "data.num_epochs", "-1 (forever) or a positive count")
+    expect(d.max_image_pixels > 0, "data.max_image_pixels", "a positive pixel count")
 
 
 def _check_keys(config, reference, prefix=""):

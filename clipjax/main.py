@@ -1,11 +1,12 @@
 """Command line: python -m clipjax.main --config configs/NAME.py --workdir DIR [--mode train|eval]
 [--config.key=value ...]."""
 import json
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clipjax import config as config_lib, train
+from clipjax import config as config_lib, distributed, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/NAME.py[:arg]).",
@@ -13,6 +14,14 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard and config.json.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train: train (resuming from the workdir's latest "
                   "checkpoint) and evaluate; eval: evaluate the latest checkpoint and write a JSON report.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs "
+                    "(default: $JAX_COORDINATOR_ADDRESS, or detected from SLURM / TPU VM).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (default: $JAX_NUM_PROCESSES or detected).")
+flags.DEFINE_integer("process_id", None, "This process's index (default: $JAX_PROCESS_ID or detected).")
+flags.DEFINE_list("local_device_ids", None, "Accelerator ids this process uses (e.g. one GPU per process).")
+flags.DEFINE_integer("num_cpu_devices", 0, "Simulate this many CPU devices in this process (0: platform default).")
+flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without a heartbeat after which a process counts as lost "
+                     "and the others exit with an error.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -21,6 +30,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) hides the progress bar
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           [int(i) for i in FLAGS.local_device_ids] if FLAGS.local_device_ids else None,
+                           FLAGS.num_cpu_devices, FLAGS.heartbeat_timeout)
     config = FLAGS.config
     config_lib.validate(config, jax.device_count())
     if FLAGS.mode == "train":

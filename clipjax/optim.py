@@ -1,7 +1,10 @@
 """Optimiser: optax chain with weight-decay mask, schedules, gradient clipping and frozen parameter groups."""
+import math
 import re
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -53,9 +56,59 @@ def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.Gra
         opt = optax.lion(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=mask)
     chain = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
     tx = optax.chain(*chain, opt)
-    if o.freeze:
-        labels = frozen_labels(params, o.freeze)
-        if "trained" not in jax.tree.leaves(labels):
-            raise ValueError(f"config.optim.freeze = {o.freeze!r} freezes every parameter")
-        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+    labels = frozen_labels(params, o.freeze)
+    if o.freeze and "trained" not in jax.tree.leaves(labels):
+        raise ValueError(f"config.optim.freeze = {o.freeze!r} freezes every parameter")
+    group = temperature_group(config.loss.name)
+    if group != "trained" and "logit_scale" in params:
+        labels = {**labels, "logit_scale": group}
+    used = set(jax.tree.leaves(labels))
+    if used != {"trained"}:
+        groups = {"trained": tx, "frozen": optax.set_to_zero(), "temperature": temperature_optimizer(config)}
+        tx = optax.multi_transform({k: v for k, v in groups.items() if k in used}, labels)
     return tx, lr
+
+
+def temperature_group(loss_name: str) -> str:
+    """Optimiser group of the model's `logit_scale` = log(1/tau) for a loss: 'trained' with the model (clip,
+    siglip, fastclip_v0), 'frozen' (constant tau: sogclr, fastclip_v1; unused: the per-sample temperatures of
+    isogclr, fastclip_v2) or 'temperature' (its own optimiser: fastclip_v3)."""
+    from clipjax.losses import fastclip
+    variant = fastclip.VARIANTS.get(loss_name)
+    if variant is None or variant.temperature == "model":
+        return "trained"
+    return "temperature" if variant.temperature == "own" else "frozen"
+
+
+def temperature_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """FastCLIP-v3's temperature update: AdamW on log(1/tau) at the constant lr `loss.tau_lr`, divided by 3 from
+    the first step at which tau <= `loss.tau_lr_drop_below` on. The bounds tau in [exp(-loss.max_logit_scale), 1]
+    are the train step's clamp of logit_scale to [0, max_logit_scale]."""
+    lc = config.loss
+    return optax.chain(
+        optax.adamw(lc.tau_lr, b1=lc.tau_b1, b2=lc.tau_b2, eps=1e-8, weight_decay=lc.tau_weight_decay),
+        scale_once_at_least(math.log(1.0 / lc.tau_lr_drop_below), 1.0 / 3.0))
+
+
+class ScaleOnceState(NamedTuple):
+    hit: jax.Array  # bool []: some step saw a parameter >= the threshold
+
+
+def scale_once_at_least(threshold: float, factor: float) -> optax.GradientTransformation:
+    """Multiply updates by `factor` from the first step whose (pre-update) parameters include a value >= threshold
+    on (a latch, stored in the optimiser state so it survives checkpoints)."""
+
+    def init(params):
+        del params
+        return ScaleOnceState(hit=jnp.zeros((), bool))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("scale_once_at_least needs the parameters")
+        hit = state.hit
+        for p in jax.tree.leaves(params):
+            hit = hit | jnp.any(p >= threshold)
+        updates = jax.tree.map(lambda u: jnp.where(hit, factor * u, u), updates)
+        return updates, ScaleOnceState(hit=hit)
+
+    return optax.GradientTransformation(init, update)

@@ -4,7 +4,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import tqdm
 
-from clipjax import checkpoint, config as config_lib, losses, optim, sharding
+from clipjax import checkpoint, config as config_lib, distributed, finetune, losses, optim, sharding, tokens
 from clipjax.data import pipeline
 from clipjax.evaluate.builtin import BuiltinEvaluator
 from clipjax.metrics_writer import MetricWriter
@@ -38,14 +38,17 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
-               loss_fn: losses.LossFn, lr_schedule: optax.Schedule, max_logit_scale: float
+               loss_fn: losses.LossFn, lr_schedule: optax.Schedule, max_logit_scale: float,
+               image_tokens: Callable[[jax.Array, int], jax.Array] | None = None
                ) -> tuple[TrainState, dict]:
     """One optimiser step. batch: image uint8 [B,H,W,3], tokens int32 [B,L], index int32 [B].
+    `image_tokens(rng, B)` -> patch_keep int32 [B, K] masks image tokens (see `image_token_fn`); None keeps all.
     A non-finite loss or gradient leaves params, optimiser and loss state unchanged and counts the skip."""
-    rng, _ = jax.random.split(state.rng)
+    rng, step_rng = jax.random.split(state.rng)
+    patch_keep = None if image_tokens is None else image_tokens(tokens_rng(step_rng), batch["image"].shape[0])
 
     def objective(params):
-        out = model.apply({"params": params}, batch["image"], batch["tokens"])
+        out = model.apply({"params": params}, batch["image"], batch["tokens"], patch_keep)
         loss, metrics, loss_state = loss_fn(out, batch, state.loss_state, state.step)
         return loss, (metrics, loss_state, out)
 
@@ -64,6 +67,21 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     metrics.update({"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr_schedule(state.step),
                     "train/logit_scale": jnp.exp(out["logit_scale"]), "train/skipped": 1 - finite.astype(jnp.int32)})
     return new_state, metrics
+
+
+def tokens_rng(step_rng: jax.Array) -> jax.Array:
+    """The key image token masking uses in a step (derived from the step's key, stream 1)."""
+    return jax.random.fold_in(step_rng, 1)
+
+
+def image_token_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, int], jax.Array] | None:
+    """config.tokens -> `(rng, batch) -> patch_keep [batch, K]` for `train_step`, or None for 'none'."""
+    t = config.tokens
+    if t.image_strategy == "none":
+        return None
+    grid = tokens.image_grid(config.model.image.image_size, config.model.image.patch_size)
+    return lambda rng, batch: tokens.patch_keep(rng, t.image_strategy, batch, *grid, t.image_keep_ratio,
+                                                t.image_keep_count)
 
 
 def clamp_logit_scale(params, max_value: float):
@@ -115,7 +133,8 @@ class Trainer:
                                self.state_shardings)
         self.step_fn = jax.jit(
             functools.partial(train_step, model=self.model, tx=self.tx, loss_fn=self.loss_fn,
-                              lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale),
+                              lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale,
+                              image_tokens=image_token_fn(config)),
             in_shardings=(self.state_shardings, self.batch_shardings()),
             out_shardings=(self.state_shardings, repl), donate_argnums=0)
         return state
@@ -125,8 +144,10 @@ class Trainer:
                 "index": sharding.batch_sharding(self.mesh, 1)}
 
     def abstract_state(self, state: TrainState):
-        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            state, self.state_shardings)
+        # The shardings are a prefix of the state: one sharding stands for an optax.MaskedNode (the empty state of a
+        # multi_transform group), which is kept as it is.
+        return jax.tree.map(lambda s, x: x if isinstance(x, optax.MaskedNode) else
+                            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state_shardings, state)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None
@@ -143,6 +164,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     if start is not None:
         state = ckpt.restore(start, trainer.abstract_state(state), data_iter)
         logging.info("resumed from step %d of %s", start, workdir)
+    elif config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
+        state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
+                                                               config.init_text_pos))
     evaluator = BuiltinEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)
     writer = MetricWriter(workdir, enabled=is_main)
     final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main, stop_at)
@@ -181,6 +205,7 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
             now = time.perf_counter()
             m["train/examples_per_sec"] = (step - n_last) * batch_size / (now - t_last)
             m["train/skipped_total"] = skipped_total
+            m.update(pipeline.data_metrics(data_iter))  # bad input samples skipped so far (data/skipped_*)
             t_last, n_last = now, step
             writer.write(step, m)
             bar.set_postfix(loss=f"{m['train/loss']:.4f}", ex_s=f"{m['train/examples_per_sec']:.0f}")
@@ -199,8 +224,15 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
             final.update(m)
             if is_main:
                 bar.write(f"step {step}: " + json.dumps({k: round(v, 4) for k, v in m.items()}))
-        if step % config.checkpoint.every_steps == 0 or last:
+        preempted = distributed.preemption_requested(step)
+        if step % config.checkpoint.every_steps == 0 or last or preempted:
             ckpt.save(step, state, data_iter)
+        if preempted:
+            ckpt.wait()
+            if is_main:
+                bar.write(f"SIGTERM received: saved a checkpoint at step {step} and stopped; run the same command "
+                          f"to resume.")
+            break
     bar.close()
     ckpt.wait()
     if start >= total:

@@ -1,8 +1,15 @@
-"""Grain input pipeline: source -> global shuffle -> repeat -> process slice -> caption/tokenise -> batch.
+"""Grain input pipeline: source -> shard by process -> shuffle -> caption choice / decode / augment / tokenise
+-> batch (bad samples skipped and counted) -> worker processes -> this process's share of the global batch.
 
-Each process reads every `process_count`-th example of one global, per-epoch shuffled stream, so the processes
-together read each example of an epoch exactly once. Batches carry uint8 images (normalised on the device),
-int32 token ids and the int32 global dataset index of every example.
+Random-access sources (synthetic, CSV, ArrayRecord, TFDS) are shuffled globally per epoch; process p reads every
+`process_count`-th position of that stream. Webdataset shards are read sequentially: a per-epoch shard order,
+every `process_count`-th shard per process (and per grain worker), shuffled within windows (sources.TarShards).
+So the processes together read each example of an epoch exactly once.
+
+Randomness per example (caption choice, augmentation, text reduction) comes from (seed, epoch, global index)
+alone, so an example is treated alike whatever the number of processes or workers, and restoring the iterator
+state (Orbax, with the train state) continues exactly. Batches: image uint8 [b,H,W,3] (+ views uint8 [b,2,H,W,3] for
+the 'simclr' preset), tokens int32 [b,L], index int32 [b].
 """
 import dataclasses
 import functools
@@ -12,8 +19,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from clipjax.data import synthetic, text_reduction
+from clipjax.data import augment as augment_lib
+from clipjax.data import captions as captions_lib
+from clipjax.data import sources, synthetic, text_reduction
+from clipjax.data.hf_tokenizer import get_tokenizer
 from clipjax.data.tokenizer import ClipTokenizer
+
+SOURCES = ("synthetic", "webdataset", "csv", "arrayrecord", "tfds")
+SKIPPED_KEY = "_skipped"  # per-batch skip counts travelling from the workers; popped by SkipCounter
+_MAX_SKIPS_IN_ROW = 10_000  # this many bad samples without a good one stops the run (the data is unusable)
 
 
 @functools.cache
@@ -21,63 +35,255 @@ def tokenizer() -> ClipTokenizer:
     return ClipTokenizer()
 
 
-def make_source(data_config: ml_collections.ConfigDict, split: str = "train"):
-    """Random-access source named by `data_config.name`."""
-    if data_config.name != "synthetic":
-        raise ValueError(f"config.data.name = {data_config.name!r}: expected 'synthetic'")
-    size = data_config.size if split == "train" else None
-    kwargs = {"size": size} if size else {}
-    return synthetic.SyntheticSource(split=split, image_size=data_config.image_size, **kwargs)
+def _split(spec: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in spec.split(",") if s.strip())
 
 
-def choose_caption(example: dict, mode: str, rng: np.random.Generator) -> str:
-    """'original': the primary caption; 'mixed': uniform over all phrasings and rewrites (LaCLIP-style), a draw of
-    fewer than 2 words falls back to the primary caption."""
-    if mode == "original":
-        return example["caption"]
-    pool = list(example["captions"]) + list(example.get("rewrites", []))
-    choice = pool[rng.integers(len(pool))]
-    return choice if len(choice.split()) >= 2 else example["caption"]
+def make_source(data_config: ml_collections.ConfigDict):
+    """The random-access source named by `data_config.name` (raw records, see sources.py); webdataset is
+    sequential and built by `make_train_dataset`. Missing or inconsistent files fail here, naming the file."""
+    d = data_config
+    if d.name == "synthetic":
+        return sources.SyntheticRaw(d.size, d.image_size)
+    if d.name == "csv":
+        return sources.CsvSource(d.path, image_root=d.image_root, header=d.csv_header, path_column=d.csv_path_column,
+                                 caption_column=d.csv_caption_column, separator=d.csv_separator,
+                                 rewrite_files=_split(d.rewrite_files), caption_fields=_split(d.caption_fields))
+    if d.name == "arrayrecord":
+        return sources.ArrayRecordSource(d.path)
+    if d.name == "tfds":
+        return sources.TfdsSource(d.path, data_dir=d.tfds_data_dir, split=d.tfds_split, image_key=d.tfds_image_key,
+                                  caption_key=d.tfds_caption_key, caption_fields=_split(d.caption_fields))
+    raise ValueError(f"config.data.name = {d.name!r}: expected one of {SOURCES}")
+
+
+def example_rng(seed: int, epoch: int, index: int, stream: int) -> np.random.Generator:
+    """The generator of one (example, epoch) for one use (0 captions, 1 augmentation, 2 text reduction): Philox
+    keyed by (seed, epoch, index, stream), distinct for index < 2^40 and epoch < 2^22 (cheap to create)."""
+    key = ((epoch & 0x3FFFFF) << 42) | ((index & 0xFFFFFFFFFF) << 2) | stream
+    return np.random.Generator(np.random.Philox(key=[seed & 0xFFFFFFFFFFFFFFFF, key]))
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainTransform(grain.transforms.RandomMap):
-    """Example dict -> {'image': uint8 [H,W,3], 'tokens': int32 [L], 'index': int32}; caption drawn with the
-    per-example rng grain derives from (seed, position in the stream), so it changes every epoch."""
-    text_length: int
-    caption_mode: str
-    text_strategy: str = "truncate"  # config.tokens.text_strategy (see data.text_reduction)
+class Skipped:
+    """A sample the transform could not use; counted by `SkipCountingBatch`."""
+    reason: str
 
-    def random_map(self, example: dict, rng: np.random.Generator) -> dict:
-        caption = choose_caption(example, self.caption_mode, rng)
-        return {"image": np.asarray(example["image"], np.uint8),
-                "tokens": text_reduction.tokenize(tokenizer(), caption, self.text_length, self.text_strategy, rng),
-                "index": np.int32(example["index"])}
+
+@dataclasses.dataclass(frozen=True)
+class TrainTransform:
+    """Raw record -> {'image', ['views'], 'tokens', 'index'} or Skipped(reason)."""
+    seed: int
+    text_length: int
+    chooser: captions_lib.CaptionChooser
+    augment: augment_lib.Augment
+    tokenizer: str = "clip_bpe"
+    text_strategy: str = "truncate"  # config.tokens.text_strategy (see data.text_reduction)
+    max_index: int = -1              # > 0: an index at or above it is a config error (config.data.size)
+    debug: bool = False              # also return 'key' and the chosen 'caption' (clipjax.data.inspect)
+
+    def __call__(self, raw: dict | sources.BadSample) -> dict | Skipped:
+        if isinstance(raw, sources.BadSample):
+            return Skipped(raw.reason)
+        index, epoch = int(raw["index"]), int(raw.get("epoch", 0))
+        if 0 < self.max_index <= index:
+            raise ValueError(f"sample {raw.get('key')!r} has index {index} >= config.data.size = {self.max_index}; "
+                             "set config.data.size to the largest index + 1, or -1 to scan the shards")
+        try:
+            caption = self.chooser(raw["captions"], example_rng(self.seed, epoch, index, 0))
+            out = self.augment(raw["image"], example_rng(self.seed, epoch, index, 1))
+        except sources.BadSample as e:
+            return Skipped(e.reason)
+        out["tokens"] = self.tokens(caption, example_rng(self.seed, epoch, index, 2))
+        out["index"] = np.int32(index)
+        if self.debug:
+            out.update(key=raw.get("key"), caption=caption)
+        return out
+
+    def tokens(self, caption: str, rng: np.random.Generator) -> np.ndarray:
+        """int32 [text_length]. Text token reduction (CLIPA) plugs in here, for the CLIP BPE tokenizer."""
+        if self.tokenizer == "clip_bpe":
+            return text_reduction.tokenize(tokenizer(), caption, self.text_length, self.text_strategy, rng)
+        return get_tokenizer(self.tokenizer)(caption, self.text_length)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoadAndTransform:
+    """(epoch, position in the source) -> transformed example (random-access sources)."""
+    source: object
+    transform: TrainTransform
+
+    def __call__(self, epoch_and_position: tuple[int, int]):
+        epoch, position = epoch_and_position
+        try:
+            raw = self.source[position]
+        except sources.BadSample as e:
+            return Skipped(e.reason)
+        return self.transform({**raw, "epoch": epoch})
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithEpoch:
+    size: int
+
+    def __call__(self, position: int, element):
+        return position // self.size, element
+
+
+class SkipCountingBatch(grain.IterDataset):
+    """Batches of `batch_size` good examples (stacked; a trailing partial batch is dropped); each batch carries
+    SKIPPED_KEY: int64 [len(SKIP_REASONS)] counts of the samples skipped while it was filled (at the end of a
+    finite stream, a last batch may hold only those counts)."""
+
+    def __init__(self, parent: grain.IterDataset, batch_size: int):
+        super().__init__(parent)
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        return _SkipCountingBatchIterator(self._parent.__iter__(), self.batch_size)
+
+
+class _SkipCountingBatchIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, batch_size: int):
+        super().__init__(parent)
+        self.batch_size = batch_size
+
+    def __next__(self) -> dict:
+        rows, counts = [], np.zeros(len(sources.SKIP_REASONS), np.int64)
+        while len(rows) < self.batch_size:
+            x = next(self._parent, None)
+            if x is None:  # end of a finite stream: report the last skips in a batch without rows
+                if counts.any():
+                    return {SKIPPED_KEY: counts}
+                raise StopIteration
+            if isinstance(x, Skipped):
+                counts[sources.SKIP_REASONS.index(x.reason)] += 1
+                if not rows and counts.sum() >= _MAX_SKIPS_IN_ROW:
+                    top = {r: int(n) for r, n in zip(sources.SKIP_REASONS, counts) if n}
+                    raise RuntimeError(f"{int(counts.sum())} samples in a row were unusable {top}: check "
+                                       "config.data (path, caption fields, max_image_pixels)")
+            else:
+                rows.append(x)
+        batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        batch[SKIPPED_KEY] = counts
+        return batch
+
+    def get_state(self) -> dict:
+        return self._parent.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._parent.set_state(state)
+
+
+class SkipCounter(grain.IterDataset):
+    """Outermost stage (main process): pops each batch's skip counts and keeps running totals, which are part of
+    the iterator state. `iterator.skipped` -> {reason: count}."""
+
+    def __iter__(self):
+        return _SkipCounterIterator(self._parent.__iter__())
+
+
+class _SkipCounterIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator):
+        super().__init__(parent)
+        self.skipped = dict.fromkeys(sources.SKIP_REASONS, 0)
+
+    def __next__(self) -> dict:
+        while True:
+            batch = dict(next(self._parent))
+            for reason, n in zip(sources.SKIP_REASONS, batch.pop(SKIPPED_KEY)):
+                self.skipped[reason] += int(n)
+            if batch:
+                return batch
+
+    def get_state(self) -> dict:
+        return {"parent": self._parent.get_state(), "skipped": dict(self.skipped)}
+
+    def set_state(self, state: dict) -> None:
+        self._parent.set_state(state["parent"])
+        self.skipped = {r: int(state["skipped"].get(r, 0)) for r in sources.SKIP_REASONS}
+
+
+def data_metrics(iterator) -> dict[str, int]:
+    """'data/skipped_<reason>' running totals (non-zero ones) and 'data/skipped_total' for the train log."""
+    skipped = getattr(iterator, "skipped", {})
+    out = {f"data/skipped_{r}": n for r, n in skipped.items() if n}
+    out["data/skipped_total"] = sum(skipped.values())
+    return out
+
+
+def make_transform(config: ml_collections.ConfigDict, max_index: int = -1, debug: bool = False) -> TrainTransform:
+    d = config.data
+    chooser = captions_lib.CaptionChooser(
+        mode=d.caption_mode, rewrite_fields=_split(d.rewrite_fields), veclip_field=d.veclip_field,
+        veclip_prob=d.veclip_prob,
+        weights=captions_lib.parse_weights(d.caption_weights) if d.caption_mode == "weighted" else ())
+    aug = augment_lib.Augment(d.augment, d.image_size, tuple(d.crop_scale), d.randaug_layers, d.randaug_magnitude,
+                              d.max_image_pixels, d.interpolation)
+    text_strategy = config.tokens.text_strategy if "tokens" in config else "truncate"
+    if d.tokenizer != "clip_bpe":
+        if text_strategy != "truncate":
+            raise ValueError(f"config.tokens.text_strategy = {text_strategy!r} needs config.data.tokenizer = "
+                             f"'clip_bpe' (got {d.tokenizer!r})")
+        vocab = get_tokenizer(d.tokenizer).vocab_size
+        if "model" in config and vocab > config.model.text.vocab_size:
+            raise ValueError(f"config.data.tokenizer = {d.tokenizer!r} has {vocab} tokens: expected at most "
+                             f"model.text.vocab_size = {config.model.text.vocab_size}")
+    return TrainTransform(config.seed, d.text_length, chooser, aug, d.tokenizer, text_strategy, max_index, debug)
+
+
+def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, process_count: int,
+                       batch_size: int | None = None, debug: bool = False) -> tuple[grain.IterDataset, int]:
+    """This process's dataset of transformed examples (unbatched when `batch_size` is None; Skipped markers
+    included) and data_size (largest global index + 1). `debug` adds each example's key and chosen caption."""
+    d = config.data
+    epochs = None if d.num_epochs < 0 else d.num_epochs
+    if d.name == "webdataset":
+        paths = sources.split_paths(d.path)
+        sources.check_files_exist(paths, f"config.data.path = {d.path!r}")
+        workers = max(1, d.num_workers)
+        if len(paths) < process_count * workers:
+            raise ValueError(f"config.data.path: {len(paths)} shards cannot feed {process_count} processes x "
+                             f"{workers} workers (config.data.num_workers); write more, smaller shards")
+        size = d.size if d.size > 0 else sources.scan_max_index(paths) + 1
+        window = d.shuffle_buffer if d.shuffle_buffer > 0 else (1000 if d.shuffle_buffer < 0 else 1)
+        ds = sources.TarShards(paths, seed=config.seed, window=window, num_epochs=d.num_epochs,
+                               process_index=process_index, process_count=process_count,
+                               caption_fields=_split(d.caption_fields))
+        ds = ds.map(make_transform(config, size if d.size > 0 else -1, debug))
+    else:
+        source = make_source(d)
+        size = getattr(source, "size", len(source))
+        ds = grain.MapDataset.range(len(source))
+        if d.shuffle_buffer != 0:
+            ds = ds.shuffle(seed=config.seed)
+        ds = ds.repeat(epochs).map_with_index(_WithEpoch(len(source)))[process_index::process_count]
+        ds = ds.map(_LoadAndTransform(source, make_transform(config, debug=debug)))
+        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(2, d.prefetch)))
+    if batch_size is not None:
+        ds = SkipCountingBatch(ds, batch_size)
+    return ds, size
 
 
 def make_train_iterator(config: ml_collections.ConfigDict, process_index: int | None = None,
                         process_count: int | None = None) -> tuple[grain.DatasetIterator, int]:
-    """Infinite iterator of this process's batches (local batch = batch_size / process_count) and data_size
-    (largest global index + 1)."""
+    """Iterator of this process's batches (local batch = batch_size / process_count; endless unless
+    config.data.num_epochs > 0) and data_size (largest global index + 1). `iterator.skipped` counts bad samples."""
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     if config.batch_size % pc:
         raise ValueError(f"config.batch_size = {config.batch_size}: expected a multiple of the {pc} processes")
-    source = make_source(config.data, "train")
-    ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat(None)[pi::pc]
-    ds = ds.random_map(TrainTransform(config.data.text_length, config.data.caption_mode,
-                                      config.tokens.text_strategy))
-    ds = ds.batch(config.batch_size // pc, drop_remainder=True)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(2, config.data.prefetch)))
+    ds, size = make_train_dataset(config, pi, pc, config.batch_size // pc)
     if config.data.num_workers > 0:
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
-    return iter(it_ds), len(source)
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers,
+                                                         per_worker_buffer_size=max(1, config.data.prefetch)))
+    return iter(SkipCounter(ds)), size
 
 
 def load_eval_split(config: ml_collections.ConfigDict) -> dict:
     """Held-out examples of the built-in dataset as arrays: images uint8 [N,H,W,3], labels {set: int [N]},
     captions list[list[str]] (the first `evals.captions_per_image` phrasings of each image)."""
-    source = make_source(config.data, "eval")
+    source = synthetic.SyntheticSource(split="eval", image_size=config.data.image_size)
     examples = [source[i] for i in range(config.evals.num_examples)]
     k = config.evals.captions_per_image
     return {"images": np.stack([e["image"] for e in examples]),

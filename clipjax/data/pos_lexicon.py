@@ -1,8 +1,8 @@
 """Part-of-speech ranks for CLIPA's syntax text reduction, from lemminflect's offline English lexicon.
 
 CLIPA keeps nouns first, then adjectives, then verbs, then everything else. `lemminflect` (PyPI, no run-time
-downloads) lists for each known English word form its universal POS categories (NOUN, PROPN, ADJ, VERB, AUX,
-ADV); closed-class words (determiners, prepositions, conjunctions, pronouns), numerals and punctuation are not
+downloads) lists for each known English word form its universal POS categories (NOUN, ADJ, VERB, AUX, ADV);
+closed-class words (determiners, prepositions, conjunctions, pronouns), digits and punctuation are not
 in it and rank as 'other'.
 
 Rank of a word (0 best): NOUN/PROPN 0 < ADJ 1 < VERB/AUX 2 < other 3. A word listed under several categories
@@ -23,12 +23,11 @@ CATEGORY_RANK = {"NOUN": NOUN, "PROPN": NOUN, "ADJ": ADJ, "VERB": VERB, "AUX": V
 
 @functools.lru_cache(maxsize=1 << 18)
 def categories(word: str) -> frozenset[str]:
-    """Universal POS categories lemminflect lists for `word` (lower-case form first, then capitalised, which
-    finds proper nouns); empty for closed-class words, numbers, punctuation and unknown words."""
+    """Universal POS categories lemminflect lists for the lower-cased `word`; empty for closed-class words,
+    numbers, punctuation and words it does not know (most proper nouns among them)."""
     if not word.isalpha():
         return frozenset()
-    found = lemminflect.getAllLemmas(word.lower()) or lemminflect.getAllLemmas(word.capitalize())
-    return frozenset(found)
+    return frozenset(lemminflect.getAllLemmas(word.lower()))
 
 
 def word_ranks(words: Sequence[str]) -> list[int]:

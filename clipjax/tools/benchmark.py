@@ -22,6 +22,9 @@ flags.DEFINE_integer("steps", 20, "Timed steps per measurement (after one compil
 flags.DEFINE_integer("repeats", 3, "Measurements; the best is reported.")
 flags.DEFINE_bool("baseline", False, "Also time a minimal hand-written step (1 device, no shard_map, no mesh).")
 flags.DEFINE_float("peak_tflops", 0.0, "Peak accelerator TFLOP/s for MFU (0: look up by device kind).")
+flags.DEFINE_list("token_settings", [], "Time one model at several token settings, e.g. "
+                  "'full,res=32,random=0.25,grid=0.25,block=0.25,text=8' ('+' joins several changes: res=32+text=8); "
+                  "prints speed-up vs the first setting next to the analytic FLOP ratio (clipjax.tools.flops).")
 
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
                "TPU v5p": 459.0, "TPU v6 lite": 918.0}  # dense bf16
@@ -76,11 +79,54 @@ def minimal_step(trainer, config):
     return step, init
 
 
+def token_setting(config, setting: str):
+    """A copy of `config` with one token setting applied: 'full', or '+'-joined res=PX, text=L,
+    random|grid|block=KEEP_RATIO."""
+    c = config.copy_and_resolve_references()
+    for part in filter(lambda p: p and p != "full", setting.split("+")):
+        key, _, value = part.partition("=")
+        if key == "res":
+            c.data.image_size = c.model.image.image_size = int(value)
+        elif key == "text":
+            c.data.text_length = int(value)
+        elif key in ("random", "grid", "block"):
+            c.tokens.image_strategy, c.tokens.image_keep_ratio = key, float(value)
+        else:
+            raise ValueError(f"--token_settings {setting!r}: expected full, res=, text=, random=, grid= or block=")
+    return c
+
+
+def token_sweep(config, settings: list[str], steps: int, repeats: int) -> None:
+    """Train-step time of one model at each token setting, side by side: speed-up vs the first setting next to
+    the ratio of analytic forward FLOPs per sample (image + text) and of XLA's FLOPs per step."""
+    from clipjax.tools import flops as flops_lib
+    rows = []
+    for setting in settings:
+        c = token_setting(config, setting)
+        trainer = train.Trainer(c)
+        state = trainer.init_state(data_size=c.batch_size)
+        batch = sharding.global_batch(random_batch(c, np.random.default_rng(0)), trainer.mesh)
+        _, xla_flops, per_step, _ = time_steps(trainer.step_fn, state, batch, steps, repeats)
+        f = flops_lib.analytic(c)
+        rows.append((setting, f.image_tokens, f.text_tokens, per_step, f.total, xla_flops))
+        del state, batch
+    print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind}; batch {config.batch_size}")
+    print(f"{'setting':<22}{'img tok':>8}{'txt tok':>8}{'ms/step':>10}{'speed-up':>10}{'FLOP ratio':>11}"
+          f"{'XLA ratio':>10}")
+    _, _, _, t0, f0, x0 = rows[0]
+    for setting, n_img, n_txt, t, f, x in rows:
+        print(f"{setting:<22}{n_img:>8}{n_txt:>8}{t * 1e3:>10.1f}{t0 / t:>10.2f}{f0 / f:>11.2f}"
+              f"{(x0 / x if x else float('nan')):>10.2f}")
+
+
 def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
+    if FLAGS.token_settings:
+        token_sweep(config, FLAGS.token_settings, FLAGS.steps, FLAGS.repeats)
+        return
     rng = np.random.default_rng(0)
     host_batch = random_batch(config, rng)
     trainer = train.Trainer(config)
