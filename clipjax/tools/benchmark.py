@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from clipjax import optim, sharding, train
 from clipjax.losses import contrastive
+from clipjax.tools.batches import random_batch
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file to benchmark.", lock_config=True)
@@ -28,14 +29,6 @@ flags.DEFINE_list("token_settings", [], "Time one model at several token setting
 
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
                "TPU v5p": 459.0, "TPU v6 lite": 918.0}  # dense bf16
-
-
-def random_batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    b, h, l = config.batch_size, config.data.image_size, config.data.text_length
-    tokens = rng.integers(1, 49000, (b, l), dtype=np.int32)
-    tokens[:, -1] = 49407
-    return {"image": rng.integers(0, 256, (b, h, h, 3), dtype=np.uint8), "tokens": tokens,
-            "index": np.arange(b, dtype=np.int32)}
 
 
 def time_steps(step, state, batch, steps: int, repeats: int) -> tuple[float, float, float, object]:
