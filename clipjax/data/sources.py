@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import mmap
 import os
