@@ -37,7 +37,8 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         elif data_iterator is not None:
             logging.warning("checkpoint %d holds no data-iterator state for %d processes (written by another "
-                            "topology?): the input pipeline restarts from its beginning", step, jax.process_count())
+                            "process count); the input pipeline is repositioned from the step", step,
+                            jax.process_count())
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def has_data_state(self, step: int) -> bool:

@@ -172,6 +172,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         expect(config.model.logit_bias_init is not None, "model.logit_bias_init", "a float for loss 'siglip' (e.g. -10)")
     if config.loss.name in GCL_LOSSES:
         lc, tau_min = config.loss, math.exp(-config.loss.max_logit_scale)
+        expect(config.batch_size >= 2, "batch_size", f"at least 2 for loss '{lc.name}' (negatives per anchor)")
         expect(lc.eps > 0, "loss.eps", "a positive float")
         expect(0.0 <= lc.gamma_min <= 1.0, "loss.gamma_min", "a value in [0, 1]")
         expect(lc.gamma_decay_epochs >= 0, "loss.gamma_decay_epochs", "a non-negative integer")

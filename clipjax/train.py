@@ -163,6 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     start = ckpt.latest_step()
     if start is not None:
         state = ckpt.restore(start, trainer.abstract_state(state), data_iter)
+        if not ckpt.has_data_state(start):  # written by another process count: continue the global stream
+            data_iter, _ = pipeline.make_train_iterator(config, start_position=start * config.batch_size)
         logging.info("resumed from step %d of %s", start, workdir)
     elif config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
         state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,

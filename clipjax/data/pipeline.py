@@ -16,6 +16,7 @@ import functools
 
 import grain
 import jax
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -233,9 +234,12 @@ def make_transform(config: ml_collections.ConfigDict, max_index: int = -1, debug
 
 
 def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, process_count: int,
-                       batch_size: int | None = None, debug: bool = False) -> tuple[grain.IterDataset, int]:
+                       batch_size: int | None = None, debug: bool = False, start_position: int = 0
+                       ) -> tuple[grain.IterDataset, int]:
     """This process's dataset of transformed examples (unbatched when `batch_size` is None; Skipped markers
-    included) and data_size (largest global index + 1). `debug` adds each example's key and chosen caption."""
+    included) and data_size (largest global index + 1). `debug` adds each example's key and chosen caption.
+    `start_position` > 0 starts random-access sources at that position of the global stream (a checkpoint
+    restored onto another process count; exact unless samples were skipped); webdataset restarts."""
     d = config.data
     epochs = None if d.num_epochs < 0 else d.num_epochs
     if d.name == "webdataset":
@@ -247,6 +251,9 @@ def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, pr
                              f"{workers} workers (config.data.num_workers); write more, smaller shards")
         size = d.size if d.size > 0 else sources.scan_max_index(paths) + 1
         window = d.shuffle_buffer if d.shuffle_buffer > 0 else (1000 if d.shuffle_buffer < 0 else 1)
+        if start_position:
+            logging.warning("webdataset cannot seek to position %d of the stream: its epoch restarts",
+                            start_position)
         ds = sources.TarShards(paths, seed=config.seed, window=window, num_epochs=d.num_epochs,
                                process_index=process_index, process_count=process_count,
                                caption_fields=_split(d.caption_fields))
@@ -257,7 +264,7 @@ def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, pr
         ds = grain.MapDataset.range(len(source))
         if d.shuffle_buffer != 0:
             ds = ds.shuffle(seed=config.seed)
-        ds = ds.repeat(epochs).map_with_index(_WithEpoch(len(source)))[process_index::process_count]
+        ds = ds.repeat(epochs).map_with_index(_WithEpoch(len(source)))[start_position + process_index::process_count]
         ds = ds.map(_LoadAndTransform(source, make_transform(config, debug=debug)))
         ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(2, d.prefetch)))
     if batch_size is not None:
@@ -266,14 +273,15 @@ def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, pr
 
 
 def make_train_iterator(config: ml_collections.ConfigDict, process_index: int | None = None,
-                        process_count: int | None = None) -> tuple[grain.DatasetIterator, int]:
+                        process_count: int | None = None, start_position: int = 0
+                        ) -> tuple[grain.DatasetIterator, int]:
     """Iterator of this process's batches (local batch = batch_size / process_count; endless unless
     config.data.num_epochs > 0) and data_size (largest global index + 1). `iterator.skipped` counts bad samples."""
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     if config.batch_size % pc:
         raise ValueError(f"config.batch_size = {config.batch_size}: expected a multiple of the {pc} processes")
-    ds, size = make_train_dataset(config, pi, pc, config.batch_size // pc)
+    ds, size = make_train_dataset(config, pi, pc, config.batch_size // pc, start_position=start_position)
     if config.data.num_workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers,
                                                          per_worker_buffer_size=max(1, config.data.prefetch)))

@@ -45,7 +45,8 @@ def vit(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
     """ViT image tower config for `variant` = "NAME/PATCH", e.g. "B/16", "mu/8".
 
     Fields: width, depth, mlp_dim, num_heads, patch_size, image_size (224), pos_emb ('learn' | 'sincos2d';
-    default 'learn' as in OpenAI CLIP, FLIP/CLIPA configs set 'sincos2d'), pool ('tok' | 'gap' | 'map').
+    default 'learn' as in OpenAI CLIP, FLIP/CLIPA configs set 'sincos2d'), pool ('tok' | 'gap' | 'map'),
+    ln_pre (False; True adds OpenAI/OpenCLIP's LayerNorm before the encoder, needed for Hugging Face export).
     """
     name, sep, patch = variant.partition("/")
     if name not in VIT_SIZES or not sep or not patch.isdigit():
@@ -53,7 +54,7 @@ def vit(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
                          "e.g. 'B/16'")
     width, depth, mlp_dim, heads = VIT_SIZES[name]
     cfg = _apply(dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=heads, patch_size=int(patch),
-                      image_size=224, pos_emb="learn", pool="tok"), overrides, f"vit({variant!r})")
+                      image_size=224, pos_emb="learn", pool="tok", ln_pre=False), overrides, f"vit({variant!r})")
     if cfg.pos_emb not in VIT_POS_EMB:
         raise ValueError(f"vit pos_emb {cfg.pos_emb!r}: expected one of {VIT_POS_EMB}")
     if cfg.pool not in VIT_POOL:

@@ -2,7 +2,8 @@
 
 images [B, H, W, 3] (uint8 or float in [0, 255]) -> normalise with the OpenAI CLIP mean/std on the [0, 1]
 scale -> patch embedding (conv, kernel = stride = patch) -> + position embedding -> optional `patch_keep`
-gather -> prepend CLS -> pre-LN encoder + final LN -> pool -> linear projection (no bias) -> [B, embed_dim].
+gather -> prepend CLS -> [LayerNorm 'ln_pre' if `ln_pre` (OpenAI/OpenCLIP)] -> pre-LN encoder + final LN -> pool
+-> linear projection (no bias) -> [B, embed_dim].
 
 Position embeddings: 'sincos2d' is fixed and recomputed for the input's grid (so any resolution works);
 'learn' is a parameter [grid^2, width] (normal, std 0.02) for grid = image_size // patch_size, and the input
@@ -71,6 +72,7 @@ class VisionTransformer(nn.Module):
     pos_emb: str
     pool: str
     embed_dim: int
+    ln_pre: bool = False
     dtype: Dtype = jnp.float32
     remat: bool = False
 
@@ -101,6 +103,8 @@ class VisionTransformer(nn.Module):
             x = jnp.take_along_axis(x, patch_keep[..., None].astype(jnp.int32), axis=1)
         cls = self.param("cls", logical(zeros, "cls", "embed"), (1, self.width))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype)[None], (b, 1, self.width)), x], axis=1)
+        if self.ln_pre:
+            x = layer_norm(self.dtype, "ln_pre")(x)
         x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, name="encoder")(x)
         if self.pool == "tok":
             x = x[:, 0]

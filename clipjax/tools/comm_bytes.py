@@ -118,25 +118,23 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
-    if jax.config.jax_platforms == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
+    if os.environ["JAX_PLATFORMS"] == "cpu":  # simulated devices
         jax.config.update("jax_num_cpu_devices", args.devices)
-    grads = 2 * args.dim * args.dim * 4
-    print(f"{args.devices} devices, global batch {args.batch}, dim {args.dim}; bytes per device per step "
-          f"(the projection-weight gradient all-reduce, {grads} operand bytes, is common to all losses)")
-    results = {}
+    n = args.devices
+    common = 2 * (2 * args.dim * args.dim * 4) * (n - 1) / n  # ring all-reduce of the two weight gradients
+    print(f"{n} devices, global batch {args.batch}, dim {args.dim}: bytes per device per step; every loss also "
+          f"all-reduces the projection-weight gradients ({common:.0f} wire bytes)")
+    loss_bytes = {}
     for name in args.losses.split(","):
-        r = measure(name, args.devices, args.batch, args.dim)
-        results[name] = r
-        print(f"\n{name}: ring wire bytes {r['wire_bytes']:.0f} "
-              f"(excluding the weight all-reduce: {r['wire_bytes'] - 2 * grads * (args.devices - 1) / args.devices:.0f})")
+        r = measure(name, n, args.batch, args.dim)
+        loss_bytes[name] = r["wire_bytes"] - common
+        print(f"\n{name}: wire bytes {r['wire_bytes']:.0f}, of which the loss's {loss_bytes[name]:.0f}")
         for kind, (count, operand, result, wire) in sorted(r["per_kind"].items()):
             print(f"  {kind:18s} x{count:<3d} operand {operand:>10d}  result {result:>10d}  wire {wire:>12.0f}")
-    if "clip" in results:
-        base = results["clip"]["wire_bytes"] - 2 * grads * (args.devices - 1) / args.devices
-        for name, r in results.items():
+    if loss_bytes.get("clip"):
+        for name, b in loss_bytes.items():
             if name != "clip":
-                own = r["wire_bytes"] - 2 * grads * (args.devices - 1) / args.devices
-                print(f"\nloss communication {name} / clip = {own / base:.3f}")
+                print(f"loss communication {name} / clip = {b / loss_bytes['clip']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,128 @@
+"""Reading and writing weights: PyTorch state dicts (safetensors without torch; .pt/.bin with torch) and clipjax
+parameter checkpoints (orbax), each with its model config.
+
+A converted clipjax model is a folder holding `model.json` (the `config.model` fields) and `state/` (an orbax
+checkpoint of {'params': ...}); `config.init_from` accepts that folder as a checkpoint step folder
+(clipjax.finetune), and `configs/from_converted.py:FOLDER` builds a config around it.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+from clipjax.interop import weights
+
+STATE_DICT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors",
+                    "open_clip_pytorch_model.bin", "pytorch_model.bin", "open_clip_pytorch_model.pth")
+
+
+def find_weights_file(path: str) -> str:
+    """`path` itself when it is a file, else the first known weights file inside the folder `path`."""
+    if os.path.isfile(path):
+        return path
+    for name in STATE_DICT_NAMES:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise FileNotFoundError(f"--input {path!r}: no weights file (expected a file or a folder with one of "
+                            f"{STATE_DICT_NAMES})")
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+    """A PyTorch state dict as float32 numpy arrays. safetensors files need no torch; pickled checkpoints (.pt,
+    .pth, .bin) are read with `torch.load(weights_only=True)`, unwrapping 'state_dict' and a 'module.' prefix."""
+    path = find_weights_file(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        return {k: np.asarray(v, np.float32) for k, v in load_file(path).items()}
+    torch = _torch()
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    out = {}
+    for k, v in obj.items():
+        if hasattr(v, "detach"):
+            out[k[7:] if k.startswith("module.") else k] = v.detach().float().cpu().numpy()
+    return out
+
+
+def save_state_dict(state_dict: dict[str, np.ndarray], path: str) -> None:
+    """Write float32 tensors to `path`: safetensors by extension '.safetensors' (no torch needed), else torch.save."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import save_file
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state_dict.items()}, path)
+        return
+    torch = _torch()
+    torch.save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}, path)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("reading or writing .pt/.bin checkpoints needs PyTorch: pip install -e '.[interop]' "
+                          "(or use .safetensors files, which need no torch)") from None
+    return torch
+
+
+# ---------------------------------------------------------------------------------------------- clipjax side
+
+
+def save_clipjax(folder: str, params: dict, model: ml_collections.ConfigDict) -> None:
+    """Write `folder/model.json` and `folder/state` ({'params': params}, orbax)."""
+    import orbax.checkpoint as ocp
+    folder = os.path.abspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "model.json"), "w") as f:
+        f.write(model.to_json(indent=2, sort_keys=True))
+    tree = weights.unflatten({k: np.asarray(v, np.float32) for k, v in weights.flatten(params).items()})
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(folder, "state"), {"params": tree}, force=True)
+    ckptr.wait_until_finished()
+
+
+def load_clipjax(path: str) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict]:
+    """(flat float32 params, `config.model`) from a converted folder, a training workdir (latest checkpoint and its
+    config.json), its checkpoints folder or one step folder."""
+    from clipjax import finetune
+    step_dir = finetune.resolve_step_dir(path)
+    model = _find_model_config(path, step_dir)
+    return restore_params(step_dir), model
+
+
+def restore_params(step_dir: str) -> dict[str, np.ndarray]:
+    """The 'params' subtree of the orbax item `step_dir/state`, as flat numpy arrays (no devices involved)."""
+    import orbax.checkpoint as ocp
+    state_dir = os.path.join(step_dir, "state")
+    ckptr = ocp.PyTreeCheckpointer()
+    meta = ckptr.metadata(state_dir)
+    meta = getattr(meta, "item_metadata", meta)
+    meta = getattr(meta, "tree", meta)
+    if "params" not in meta:
+        raise ValueError(f"{state_dir} holds no 'params'")
+    import jax
+    item = jax.tree.map(lambda m: np.zeros(tuple(m.shape), np.float32), dict(meta["params"]))
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item={"params": item}, restore_args={"params": args}, partial_restore=True))
+    return {k: np.asarray(v, np.float32) for k, v in weights.flatten(restored["params"]).items()}
+
+
+def _find_model_config(path: str, step_dir: str) -> ml_collections.ConfigDict:
+    """model.json next to the state (a converted folder) or the run's config.json (workdir above checkpoints/)."""
+    candidates = [os.path.join(step_dir, "model.json")]
+    folder = os.path.abspath(step_dir)
+    for _ in range(3):
+        candidates.append(os.path.join(folder, "config.json"))
+        folder = os.path.dirname(folder)
+    candidates.insert(1, os.path.join(os.path.abspath(path), "config.json"))
+    for c in candidates:
+        if os.path.isfile(c):
+            with open(c) as f:
+                data = json.load(f)
+            return ml_collections.ConfigDict(data.get("model", data) if "image" not in data else data)
+    raise FileNotFoundError(f"no model.json or config.json found for {path!r} (looked at {candidates})")

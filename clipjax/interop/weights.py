@@ -1,0 +1,224 @@
+"""Parameter mapping between clipjax and the two PyTorch CLIP layouts: OpenCLIP (`open_clip.CLIP` state dict) and
+Hugging Face (`transformers.CLIPModel` state dict). Pure numpy: no torch needed to convert.
+
+clipjax params are handled flat, '/'-joined ('image/encoder/block0/attn/query/kernel' -> array). Per block:
+  clipjax            OpenCLIP (resblocks.i.)          Hugging Face (layers.i.)
+  ln1, ln2           ln_1, ln_2                       layer_norm1, layer_norm2
+  attn/query|key|value  attn.in_proj_weight/bias (q;k;v)  self_attn.q_proj|k_proj|v_proj
+  attn/out           attn.out_proj                    self_attn.out_proj
+  mlp/fc1, mlp/fc2   mlp.c_fc, mlp.c_proj             mlp.fc1, mlp.fc2
+Kernels are [in, out] (attention [in, heads, head_dim] / [heads, head_dim, out]); torch Linear weights are [out, in].
+
+The image stem differs in two ways that are folded exactly (the embeddings are unchanged):
+  - OpenCLIP/HF add position row 0 to the class token; clipjax's CLS has no position embedding:
+    import: cls = class_embedding + pos[0], pos = pos[1:]; export: class_embedding = cls, pos[0] = 0.
+  - clipjax's patch convolution has a bias, theirs has none: export adds the bias to every patch position row;
+    import sets the bias to 0. So clipjax -> torch -> clipjax returns every parameter unchanged when the patch bias
+    is 0 (any imported or freshly initialised model); otherwise the bias moves into the position embedding.
+A 'sincos2d' position embedding (not a parameter in clipjax) is exported as the table it computes; on import it
+becomes a learned ('learn') one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from clipjax.models import vit as vit_lib
+
+# ---------------------------------------------------------------------------------------------- flat trees
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dict -> {'a/b/c': leaf}."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) or hasattr(v, "items"):
+            out.update(flatten(dict(v), f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def unflatten(flat: dict) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        *parents, leaf = path.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+
+OPENCLIP = {
+    "image_prefix": "visual.", "image_blocks": "visual.transformer.resblocks.{}.",
+    "text_prefix": "", "text_blocks": "transformer.resblocks.{}.",
+    "cls": "visual.class_embedding", "pos": "visual.positional_embedding", "conv": "visual.conv1.weight",
+    "ln_pre": "visual.ln_pre.", "ln_post": "visual.ln_post.", "image_proj": "visual.proj",
+    "token_embed": "token_embedding.weight", "text_pos": "positional_embedding", "ln_final": "ln_final.",
+    "text_proj": "text_projection", "proj_transposed": False,
+    "ln1": "ln_1.", "ln2": "ln_2.", "fc1": "mlp.c_fc.", "fc2": "mlp.c_proj.", "out": "attn.out_proj.",
+}
+HF = {
+    "image_prefix": "vision_model.", "image_blocks": "vision_model.encoder.layers.{}.",
+    "text_prefix": "text_model.", "text_blocks": "text_model.encoder.layers.{}.",
+    "cls": "vision_model.embeddings.class_embedding", "pos": "vision_model.embeddings.position_embedding.weight",
+    "conv": "vision_model.embeddings.patch_embedding.weight",
+    "ln_pre": "vision_model.pre_layrnorm.", "ln_post": "vision_model.post_layernorm.",
+    "image_proj": "visual_projection.weight", "token_embed": "text_model.embeddings.token_embedding.weight",
+    "text_pos": "text_model.embeddings.position_embedding.weight", "ln_final": "text_model.final_layer_norm.",
+    "text_proj": "text_projection.weight", "proj_transposed": True,
+    "ln1": "layer_norm1.", "ln2": "layer_norm2.", "fc1": "mlp.fc1.", "fc2": "mlp.fc2.", "out": "self_attn.out_proj.",
+}
+LAYOUTS = {"openclip": OPENCLIP, "hf": HF}
+# buffers some checkpoints carry that are not parameters
+IGNORED_KEYS = ("attn_mask", "position_ids")
+
+
+def _f32(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def _block_to_torch(p: dict, src: str, dst: str, lay: dict, out: dict) -> None:
+    """One clipjax block (flat params under `src`) -> torch names under `dst`."""
+    for name in ("ln1", "ln2"):
+        out[dst + lay[name] + "weight"] = p[f"{src}{name}/scale"]
+        out[dst + lay[name] + "bias"] = p[f"{src}{name}/bias"]
+    qkv = []
+    for name in ("query", "key", "value"):
+        k = p[f"{src}attn/{name}/kernel"]                                  # [W, H, D]
+        qkv.append((k.reshape(k.shape[0], -1).T, p[f"{src}attn/{name}/bias"].reshape(-1)))
+    if lay is OPENCLIP:
+        out[dst + "attn.in_proj_weight"] = np.concatenate([w for w, _ in qkv], 0)
+        out[dst + "attn.in_proj_bias"] = np.concatenate([b for _, b in qkv], 0)
+    else:
+        for (w, b), name in zip(qkv, ("q_proj", "k_proj", "v_proj")):
+            out[f"{dst}self_attn.{name}.weight"], out[f"{dst}self_attn.{name}.bias"] = w, b
+    k = p[f"{src}attn/out/kernel"]                                         # [H, D, W]
+    out[dst + lay["out"] + "weight"] = k.reshape(-1, k.shape[-1]).T
+    out[dst + lay["out"] + "bias"] = p[f"{src}attn/out/bias"]
+    for name in ("fc1", "fc2"):
+        out[dst + lay[name] + "weight"] = p[f"{src}mlp/{name}/kernel"].T
+        out[dst + lay[name] + "bias"] = p[f"{src}mlp/{name}/bias"]
+
+
+def _block_from_torch(sd: dict, src: str, dst: str, lay: dict, heads: int, out: dict) -> None:
+    """Torch names under `src` -> one clipjax block under `dst`; pops what it uses from `sd`."""
+    for name in ("ln1", "ln2"):
+        out[f"{dst}{name}/scale"] = sd.pop(src + lay[name] + "weight")
+        out[f"{dst}{name}/bias"] = sd.pop(src + lay[name] + "bias")
+    if lay is OPENCLIP:
+        w, b = sd.pop(src + "attn.in_proj_weight"), sd.pop(src + "attn.in_proj_bias")
+        width = w.shape[1]
+        qkv = [(w[i * width:(i + 1) * width], b[i * width:(i + 1) * width]) for i in range(3)]
+    else:
+        qkv = [(sd.pop(f"{src}self_attn.{n}.weight"), sd.pop(f"{src}self_attn.{n}.bias"))
+               for n in ("q_proj", "k_proj", "v_proj")]
+    for (w, b), name in zip(qkv, ("query", "key", "value")):
+        width = w.shape[1]
+        out[f"{dst}attn/{name}/kernel"] = w.T.reshape(width, heads, -1)
+        out[f"{dst}attn/{name}/bias"] = b.reshape(heads, -1)
+    w = sd.pop(src + lay["out"] + "weight")
+    out[f"{dst}attn/out/kernel"] = w.T.reshape(heads, -1, w.shape[0])
+    out[f"{dst}attn/out/bias"] = sd.pop(src + lay["out"] + "bias")
+    for name in ("fc1", "fc2"):
+        out[f"{dst}mlp/{name}/kernel"] = sd.pop(src + lay[name] + "weight").T
+        out[f"{dst}mlp/{name}/bias"] = sd.pop(src + lay[name] + "bias")
+
+
+def to_torch_layout(params: dict, model_cfg, layout: str) -> dict[str, np.ndarray]:
+    """clipjax params (nested or flat) + `config.model` -> float32 numpy state dict in `layout` ('openclip'|'hf')."""
+    lay = LAYOUTS[layout]
+    p = {k: _f32(v) for k, v in flatten(params).items()} if not _is_flat(params) else \
+        {k: _f32(v) for k, v in params.items()}
+    img, txt = model_cfg.image, model_cfg.text
+    out: dict[str, np.ndarray] = {}
+    # image stem
+    grid = img.image_size // img.patch_size
+    pos = p["image/pos_embedding"] if img.pos_emb == "learn" else vit_lib.sincos_2d(grid, grid, img.width)
+    out[lay["cls"]] = p["image/cls"].reshape(-1)
+    out[lay["pos"]] = np.concatenate([np.zeros((1, img.width), np.float32), pos + p["image/patch_embed/bias"]], 0)
+    out[lay["conv"]] = p["image/patch_embed/kernel"].transpose(3, 2, 0, 1)   # [p,p,3,W] -> [W,3,p,p]
+    if img.ln_pre:
+        out[lay["ln_pre"] + "weight"], out[lay["ln_pre"] + "bias"] = p["image/ln_pre/scale"], p["image/ln_pre/bias"]
+    for i in range(img.depth):
+        _block_to_torch(p, f"image/encoder/block{i}/", lay["image_blocks"].format(i), lay, out)
+    out[lay["ln_post"] + "weight"] = p["image/encoder/ln_final/scale"]
+    out[lay["ln_post"] + "bias"] = p["image/encoder/ln_final/bias"]
+    proj = p["image/proj/kernel"]
+    out[lay["image_proj"]] = proj.T if lay["proj_transposed"] else proj
+    # text tower
+    out[lay["token_embed"]] = p["text/token_embed/embedding"]
+    out[lay["text_pos"]] = p["text/pos_embedding"]
+    for i in range(txt.depth):
+        _block_to_torch(p, f"text/encoder/block{i}/", lay["text_blocks"].format(i), lay, out)
+    out[lay["ln_final"] + "weight"] = p["text/encoder/ln_final/scale"]
+    out[lay["ln_final"] + "bias"] = p["text/encoder/ln_final/bias"]
+    proj = p["text/proj/kernel"]
+    out[lay["text_proj"]] = proj.T if lay["proj_transposed"] else proj
+    out["logit_scale"] = p["logit_scale"].reshape(())
+    if "logit_bias" in p:
+        out["logit_bias"] = p["logit_bias"].reshape(())
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def from_torch_layout(state_dict: dict, model_cfg, layout: str) -> dict[str, np.ndarray]:
+    """Numpy state dict in `layout` -> flat clipjax params for `config.model` (image pos_emb must be 'learn').
+    Fails naming the keys that are missing or left over."""
+    lay = LAYOUTS[layout]
+    sd = {k: _f32(v) for k, v in state_dict.items() if k.rsplit(".", 1)[-1] not in IGNORED_KEYS}
+    if layout == "openclip" and any(k.startswith("text.") for k in sd):  # CustomTextCLIP keeps the tower under text.
+        sd = {k[5:] if k.startswith("text.") else k: v for k, v in sd.items()}
+    img, txt = model_cfg.image, model_cfg.text
+    if img.pos_emb != "learn":
+        raise ValueError("importing needs config.model.image.pos_emb = 'learn' (the checkpoint stores a table)")
+    out: dict[str, np.ndarray] = {}
+    try:
+        pos = sd.pop(lay["pos"])
+        out["image/cls"] = (sd.pop(lay["cls"]) + pos[0]).reshape(1, -1)
+        out["image/pos_embedding"] = pos[1:]
+        conv = sd.pop(lay["conv"])
+        out["image/patch_embed/kernel"] = conv.transpose(2, 3, 1, 0)
+        out["image/patch_embed/bias"] = np.zeros((conv.shape[0],), np.float32)
+        if img.ln_pre:
+            out["image/ln_pre/scale"] = sd.pop(lay["ln_pre"] + "weight")
+            out["image/ln_pre/bias"] = sd.pop(lay["ln_pre"] + "bias")
+        for i in range(img.depth):
+            _block_from_torch(sd, lay["image_blocks"].format(i), f"image/encoder/block{i}/", lay, img.num_heads, out)
+        out["image/encoder/ln_final/scale"] = sd.pop(lay["ln_post"] + "weight")
+        out["image/encoder/ln_final/bias"] = sd.pop(lay["ln_post"] + "bias")
+        proj = sd.pop(lay["image_proj"])
+        out["image/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
+        out["text/token_embed/embedding"] = sd.pop(lay["token_embed"])
+        out["text/pos_embedding"] = sd.pop(lay["text_pos"])
+        for i in range(txt.depth):
+            _block_from_torch(sd, lay["text_blocks"].format(i), f"text/encoder/block{i}/", lay, txt.num_heads, out)
+        out["text/encoder/ln_final/scale"] = sd.pop(lay["ln_final"] + "weight")
+        out["text/encoder/ln_final/bias"] = sd.pop(lay["ln_final"] + "bias")
+        proj = sd.pop(lay["text_proj"])
+        out["text/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
+        out["logit_scale"] = sd.pop("logit_scale").reshape(())
+        if "logit_bias" in sd:
+            out["logit_bias"] = sd.pop("logit_bias").reshape(())
+    except KeyError as e:
+        raise ValueError(f"{layout} state dict: missing {e.args[0]!r} needed by this model config "
+                         f"(image depth {img.depth}, ln_pre {img.ln_pre}, text depth {txt.depth})") from None
+    if sd:
+        raise ValueError(f"{layout} state dict: {len(sd)} entries this model config does not use, e.g. "
+                         f"{sorted(sd)[:8]} (wrong --model / model config?)")
+    return out
+
+
+def check_shapes(params: dict[str, np.ndarray], expected: dict) -> None:
+    """Compare flat `params` with the flat shapes of a freshly built model; fail listing every difference."""
+    want = {k: tuple(v.shape) for k, v in flatten(expected).items()}
+    got = {k: tuple(np.shape(v)) for k, v in params.items()}
+    bad = [f"{k}: converted {got.get(k, 'missing')} vs model {want.get(k, 'missing')}"
+           for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+    if bad:
+        raise ValueError("converted parameters do not fit the model config:\n  " + "\n  ".join(bad[:20]))
+
+
+def _is_flat(tree: dict) -> bool:
+    return all(not isinstance(v, dict) for v in tree.values()) and any("/" in k for k in tree)
