@@ -17,5 +17,8 @@ setup(
     packages=find_packages(include=["clipjax", "clipjax.*"]),
     package_data={"clipjax": ["assets/*"]},
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+                    # OpenCLIP / Hugging Face PyTorch models, for the weight-conversion tools' .pt files and the parity
+                    # tests only (open_clip imports torchvision, which needs the torch build it was made for)
+                    "interop": ["torch==2.14.1", "torchvision==0.29.1", "open_clip_torch==3.3.0"]},
 )

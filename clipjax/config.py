@@ -116,10 +116,14 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.evals = ml_collections.ConfigDict()
     c.evals.every_steps = 250      # evaluate during training every N steps (and at the end); <= 0: end only
-    c.evals.num_examples = 512     # held-out images of the built-in dataset
-    c.evals.batch_size = 256
-    c.evals.class_sets = "shape,colour,count"
-    c.evals.captions_per_image = 3  # retrieval: captions per held-out image
+    c.evals.num_examples = 512     # built-in eval: held-out images of the built-in dataset
+    c.evals.batch_size = 256       # images / texts per encoder call (an entry may set its own)
+    c.evals.class_sets = "shape,colour,count"  # built-in eval: zero-shot class sets
+    c.evals.captions_per_image = 3  # built-in eval, retrieval: captions per held-out image
+    c.evals.suite = ml_collections.ConfigDict()  # name -> entry (clipjax.evaluate.suite: zeroshot / retrieval /
+    #                                              builtin, each with its own every_steps)
+    c.evals.tasks = ""             # more entries by TFDS name, default settings: 'imagenet2012,imagenet_v2,coco_captions'
+    c.evals.data_dir = ""          # TFDS data_dir of entries that give none; no suite and no tasks: built-in eval only
 
     c.tokens = ml_collections.ConfigDict()  # token reduction at training only (clipjax.tokens, data.text_reduction)
     c.tokens.image_strategy = "none"  # 'none' | 'random' (FLIP) | 'grid' | 'block'; resize = data.image_size
@@ -168,6 +172,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f"at most model.text.context_length={config.model.text.context_length}")
     expect(config.model.dtype in ("float32", "bfloat16"), "model.dtype", "'float32' or 'bfloat16'")
     _validate_tokens(config, expect)
+    from clipjax.evaluate import suite
+    suite.validate(config)  # config.evals.suite entries
     if config.loss.name == "siglip":
         expect(config.model.logit_bias_init is not None, "model.logit_bias_init", "a float for loss 'siglip' (e.g. -10)")
     if config.loss.name in GCL_LOSSES:
@@ -225,7 +231,7 @@ def _check_keys(config, reference, prefix=""):
         if key not in reference:
             raise KeyError(f"config.{name}: unknown key (known keys here: {sorted(reference.keys())})")
         if isinstance(value, ml_collections.ConfigDict) and isinstance(reference[key], ml_collections.ConfigDict):
-            if key not in ("image", "text"):  # tower configs come from models.sizes and are checked there
+            if key not in ("image", "text", "suite"):  # towers: models.sizes; eval entries: evaluate.suite
                 _check_keys(value, reference[key], prefix=f"{name}.")
 
 

@@ -17,7 +17,7 @@ import tqdm
 
 from clipjax import checkpoint, config as config_lib, distributed, finetune, losses, optim, sharding, tokens
 from clipjax.data import pipeline
-from clipjax.evaluate.builtin import BuiltinEvaluator
+from clipjax.evaluate.suite import SuiteEvaluator
 from clipjax.metrics_writer import MetricWriter
 from clipjax.models import clip
 
@@ -169,7 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     elif config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
         state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
                                                                config.init_text_pos))
-    evaluator = BuiltinEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)
+    evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings,
+                               report_dir=workdir if is_main else None)
     writer = MetricWriter(workdir, enabled=is_main)
     final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main, stop_at)
     writer.close()
@@ -220,8 +221,8 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
                     f"checkpoint holds the last finite state. Lower optim.lr or check the data.")
             final.update(m)
         bar.update(1)
-        if (config.evals.every_steps > 0 and step % config.evals.every_steps == 0) or step == total:
-            m = {f"eval/{k}": v for k, v in evaluator(state.params).items()}
+        if evaluator.due(step, total):  # each config.evals entry at its own cadence, all at the end
+            m = {f"eval/{k}": v for k, v in evaluator(state.params, step, total).items()}
             writer.write(step, m)
             final.update(m)
             if is_main:
@@ -243,18 +244,28 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Evaluate the latest checkpoint in `workdir`; writes WORKDIR/eval_STEP.json and returns the metrics."""
+    """Run every config.evals entry on the latest checkpoint in `workdir` (or, when it has none, on the params
+    `config.init_from` names, e.g. converted OpenCLIP weights, as step 0); writes WORKDIR/eval_STEP.json (metrics,
+    plus per-class tables under 'per_class') and returns the metrics."""
     trainer = Trainer(config)
     state = trainer.init_state(config.data.size)
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
     step = ckpt.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
-    state = ckpt.restore(step, trainer.abstract_state(state))
-    metrics = BuiltinEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)(state.params)
-    metrics = {f"eval/{k}": v for k, v in metrics.items()}
+    if step is not None:
+        state = ckpt.restore(step, trainer.abstract_state(state))
+    elif config.init_from:
+        step = 0
+        state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
+                                                               config.init_text_pos))
+    else:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} (and no config.init_from)")
+    evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)
+    metrics = {f"eval/{k}": v for k, v in evaluator(state.params).items()}
     if jax.process_index() == 0:
+        report = {"step": step, **metrics}
+        if evaluator.tables:
+            report["per_class"] = evaluator.tables
         with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
-            json.dump({"step": step, **metrics}, f, indent=2)
+            json.dump(report, f, indent=2)
     ckpt.close()
     return metrics

@@ -72,7 +72,7 @@ def test_size_tables():
     assert sizes.vit("G/14").width == 1664 and sizes.vit("G/14").depth == 48
     assert sizes.vit("L/14", pool="gap", image_size=112).to_dict() == dict(
         width=1024, depth=24, mlp_dim=4096, num_heads=16, patch_size=14, image_size=112, pos_emb="learn",
-        pool="gap")
+        pool="gap", ln_pre=False)
     t = sizes.text("H")
     assert (t.width, t.depth, t.mlp_dim, t.num_heads, t.vocab_size, t.context_length, t.causal, t.pool) == (
         1024, 24, 4096, 16, 49408, 77, True, "eot")

@@ -1,43 +1,10 @@
 """Evaluation on the built-in dataset's held-out split: zero-shot classification per class set and retrieval."""
-import jax
 import ml_collections
 import numpy as np
 
-from clipjax import sharding
-from clipjax.data import pipeline, synthetic
+from clipjax.data import hf_tokenizer, pipeline, synthetic
 from clipjax.evaluate import retrieval, zeroshot
-
-
-class Embedder:
-    """Jitted, sharded image/text encoders: host arrays in, L2-normalised float32 [N, E] numpy out."""
-
-    def __init__(self, model, mesh: jax.sharding.Mesh, param_shardings, batch_size: int, text_length: int):
-        n = mesh.size
-        self.batch_size = -(-batch_size // n) * n  # a multiple of the device count
-        self.mesh, self.text_length = mesh, text_length
-        out = sharding.replicated(mesh)
-
-        def encoder(method, ndim):
-            return jax.jit(lambda params, x: model.apply({"params": params}, x, method=method),
-                           in_shardings=(param_shardings, sharding.batch_sharding(mesh, ndim)), out_shardings=out)
-        self._images = encoder(model.encode_image, 4)
-        self._texts = encoder(model.encode_text, 2)
-
-    def images(self, params, images: np.ndarray) -> np.ndarray:
-        return self._run(self._images, params, images)
-
-    def texts(self, params, texts: list[str]) -> np.ndarray:
-        return self._run(self._texts, params, pipeline.tokenizer()(texts, context_length=self.text_length))
-
-    def _run(self, fn, params, x: np.ndarray) -> np.ndarray:
-        outs = []
-        for s in range(0, len(x), self.batch_size):
-            chunk = x[s:s + self.batch_size]
-            padded = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-            glob = jax.make_array_from_callback(padded.shape, sharding.batch_sharding(self.mesh, padded.ndim),
-                                                lambda idx: padded[idx])
-            outs.append(np.asarray(jax.device_get(fn(params, glob)))[:len(chunk)])
-        return np.concatenate(outs)
+from clipjax.evaluate.embed import Embedder
 
 
 class BuiltinEvaluator:
@@ -46,7 +13,8 @@ class BuiltinEvaluator:
     def __init__(self, config: ml_collections.ConfigDict, model, mesh, param_shardings):
         self.data = pipeline.load_eval_split(config)
         self.class_sets = {name: synthetic.CLASS_SETS[name] for name in config.evals.class_sets.split(",") if name}
-        self.embed = Embedder(model, mesh, param_shardings, config.evals.batch_size, config.data.text_length)
+        self.embed = Embedder(model, mesh, param_shardings, config.evals.batch_size, config.data.text_length,
+                              hf_tokenizer.get_tokenizer(config.data.tokenizer))
 
     def __call__(self, params) -> dict[str, float]:
         img = self.embed.images(params, self.data["images"])

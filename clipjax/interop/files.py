@@ -54,7 +54,7 @@ def save_state_dict(state_dict: dict[str, np.ndarray], path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.endswith(".safetensors"):
         from safetensors.numpy import save_file
-        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state_dict.items()}, path)
+        save_file({k: np.array(v, np.float32, order="C") for k, v in state_dict.items()}, path)
         return
     torch = _torch()
     torch.save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}, path)

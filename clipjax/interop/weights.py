@@ -160,7 +160,7 @@ def to_torch_layout(params: dict, model_cfg, layout: str) -> dict[str, np.ndarra
     out["logit_scale"] = p["logit_scale"].reshape(())
     if "logit_bias" in p:
         out["logit_bias"] = p["logit_bias"].reshape(())
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+    return {k: np.array(v, np.float32, order="C") for k, v in out.items()}  # (ascontiguousarray makes 0-d 1-d)
 
 
 def from_torch_layout(state_dict: dict, model_cfg, layout: str) -> dict[str, np.ndarray]:
