@@ -66,8 +66,8 @@ def inputs(seed=0):
 def clipjax_embeddings(model_cfg, flat, images, tokens):
     m = clip.build_model(model_cfg)
     variables = {"params": weights.unflatten({k: jnp.asarray(v) for k, v in flat.items()})}
-    zimg = m.apply(variables, images, method=m.encode_image)
-    ztxt = m.apply(variables, tokens, method=m.encode_text)
+    zimg = jax.jit(lambda v, x: m.apply(v, x, method=m.encode_image))(variables, images)
+    ztxt = jax.jit(lambda v, x: m.apply(v, x, method=m.encode_text))(variables, tokens)
     return np.asarray(zimg), np.asarray(ztxt)
 
 
