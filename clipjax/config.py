@@ -1,8 +1,8 @@
 """Shared config defaults, validation and duration helpers.
 
 Every config file starts from `default_config()` (the one place where defaults live), changes what its recipe
-needs and returns the result. The default config is locked: setting a key that does not exist fails at once,
-naming the key, and ml_collections refuses values of the wrong type.
+needs and returns the result. `validate` rejects keys that `default_config` lacks, naming them; the command line
+locks the config, so `--config.KEY=...` of an unknown key or of a value of the wrong type fails at start-up.
 """
 import math
 import os

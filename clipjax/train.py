@@ -11,7 +11,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 import tqdm
 
@@ -98,6 +97,9 @@ class Trainer:
         self.config = config
         self.mesh = mesh or sharding.make_mesh(config.mesh)
         config_lib.validate(config, self.mesh.size)
+        if config.data.augment == "simclr":
+            raise ValueError("config.data.augment = 'simclr' adds SLIP's two extra views, which no loss uses yet "
+                             "(SLIP is not implemented); choose another preset")
         self.model = clip.build_model(config.model)
         self.total_steps = config_lib.resolve_total_steps(config)
         self.loss_fn = losses.make_loss(config, self.mesh)
