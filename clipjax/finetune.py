@@ -18,6 +18,7 @@ import os
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from clipjax import pytree
 
 TEXT_POS_MODES = ("resize", "extend", "reinit")
 
@@ -35,27 +36,6 @@ def resolve_step_dir(path: str) -> str:
         raise FileNotFoundError(f"config.init_from = {path!r}: expected a workdir, its checkpoints folder or a "
                                 "checkpoint step folder holding a saved 'state'; found no checkpoint there")
     return os.path.join(folder, str(steps[-1]))
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _unflat(flat: dict) -> dict:
-    tree: dict = {}
-    for path, v in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
 
 
 def resize_image_pos(pos: jax.Array, num_patches: int) -> jax.Array:
@@ -82,7 +62,7 @@ def resize_text_pos(pos: jax.Array, fresh: jax.Array, mode: str) -> jax.Array:
 def adapt_params(loaded: dict, fresh: dict, text_pos: str = "resize") -> dict:
     """Checkpoint params `loaded` fitted to the new model's `fresh` params (same tree; only position embeddings
     may differ in shape). Returns a tree shaped like `fresh`."""
-    a, b = _flat(loaded), _flat(fresh)
+    a, b = pytree.flatten(loaded), pytree.flatten(fresh)
     if set(a) != set(b):
         raise ValueError(f"config.init_from: checkpoint params differ from this model's: missing in checkpoint "
                          f"{sorted(set(b) - set(a))}, not in model {sorted(set(a) - set(b))}")
@@ -100,7 +80,7 @@ def adapt_params(loaded: dict, fresh: dict, text_pos: str = "resize") -> dict:
     if bad:
         raise ValueError("config.init_from: parameters of another shape (only position embeddings may differ):\n  "
                          + "\n  ".join(bad))
-    return _unflat(out)
+    return pytree.unflatten(out)
 
 
 def load_params(step_dir: str, fresh_params: dict, mesh: jax.sharding.Mesh) -> dict:
@@ -113,7 +93,7 @@ def load_params(step_dir: str, fresh_params: dict, mesh: jax.sharding.Mesh) -> d
     meta = getattr(meta, "tree", meta)
     if "params" not in meta:
         raise ValueError(f"config.init_from: {state_dir} holds no 'params' (keys {sorted(meta)})")
-    saved, fresh = _flat(dict(meta["params"])), _flat(fresh_params)
+    saved, fresh = pytree.flatten(dict(meta["params"])), pytree.flatten(fresh_params)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     def target(path):
@@ -122,7 +102,7 @@ def load_params(step_dir: str, fresh_params: dict, mesh: jax.sharding.Mesh) -> d
         sharding = f.sharding if f is not None and tuple(f.shape) == tuple(m.shape) else replicated
         return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding)
 
-    item = _unflat({p: target(p) for p in saved})
+    item = pytree.unflatten({p: target(p) for p in saved})
     args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype), item)
     restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
         item={"params": item}, restore_args={"params": args}, partial_restore=True))

@@ -6,13 +6,12 @@ import json
 import os
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from clipjax import config as config_lib, sharding
+from clipjax import config as config_lib, pytree, sharding
 from clipjax.data.tokenizer import ClipTokenizer
 from clipjax.evaluate import classnames, suite
 
@@ -192,7 +191,7 @@ def test_mode_eval_runs_the_suite_on_converted_weights(data_dir, tmp_path):
 
     from clipjax import train
     from clipjax.evaluate import zeroshot
-    from clipjax.interop import files, weights
+    from clipjax.interop import files
     from clipjax.models import clip
     from tests.helpers import REPO
     from tests.test_interop import random_params, tiny_model
@@ -212,7 +211,7 @@ def test_mode_eval_runs_the_suite_on_converted_weights(data_dir, tmp_path):
     assert 0 <= report["eval/tiny_colour_captions/t2i_r1"] <= 1 and report["eval/tiny_colour_captions/num_texts"] == 5
     # the same accuracy computed directly (solid colours stay solid through the eval resize)
     m = clip.build_model(model_cfg)
-    variables = {"params": weights.unflatten({k: jnp.asarray(v) for k, v in params.items()})}
+    variables = {"params": pytree.unflatten({k: jnp.asarray(v) for k, v in params.items()})}
     s = model_cfg.image.image_size
     images = np.stack([np.full((s, s, 3), c, np.uint8) for c, _ in CLASSIFIED])
     zimg = np.asarray(m.apply(variables, images, method=m.encode_image))

@@ -124,11 +124,12 @@ def test_gradient_equals_exact_estimator(name):
     u1 = np.full(N, 0.0, np.float32)  # 0 = never seen
     u2 = np.full(N, 0.0, np.float32)
     taus = {k: np.asarray(v) for k, v in _np_state(state).items() if k.startswith("tau")}
+    prev = np.zeros(0, np.int32)
     for step in range(2):
         e1, e2 = _features(step)
         index = rng.choice(N, B, replace=False).astype(np.int32)
         if step == 1:
-            index[:5] = prev[:5]  # repeated indices, the rest mostly first seen  # noqa: F821
+            index[:5] = prev[:5]  # repeated indices, the rest mostly first seen
         value, metrics, state, grads = _run(name, hp, e1, e2, logit_scale, index, state, step=step * 3)
         gamma = float(metrics["gamma"])
         t1 = taus["tau_img"][index] if name == "fastclip_v2" else None
@@ -141,7 +142,7 @@ def test_gradient_equals_exact_estimator(name):
         keys, rows = np.array(list(last)), np.array(list(last.values()))
         np.testing.assert_allclose(np.exp(got["log_u_img"][keys]), new_u1[rows], rtol=2e-5)
         np.testing.assert_allclose(np.exp(got["log_u_txt"][keys]), new_u2[rows], rtol=2e-5)
-        unseen = np.setdiff1d(np.arange(N), np.concatenate([index, prev]) if step else index)  # noqa: F821
+        unseen = np.setdiff1d(np.arange(N), np.concatenate([index, prev]))
         assert np.all(np.isneginf(got["log_u_img"][unseen]))
         want = ref_grads(name, e1, e2, jnp.float32(logit_scale), new_u1, new_u2, t1, t2)
         scale = max(float(jnp.max(jnp.abs(w))) for w in want[:2])

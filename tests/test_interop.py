@@ -15,6 +15,7 @@ import pytest
 from flax import linen as nn
 
 from clipjax.data.tokenizer import ClipTokenizer
+from clipjax import pytree
 from clipjax.interop import configs, files, weights
 from clipjax.models import clip, sizes
 from clipjax.models.vit import CLIP_MEAN, CLIP_STD
@@ -53,7 +54,7 @@ def _init(model_json: str, seed: int) -> dict[str, np.ndarray]:
     m = clip.build_model(ml_collections.ConfigDict(json.loads(model_json)))
     init = jax.jit(lambda: nn.meta.unbox(m.init(jax.random.key(seed), jnp.zeros((1, SIZE, SIZE, 3), jnp.uint8),
                                                 jnp.zeros((1, CTX), jnp.int32))["params"]))
-    return {k: np.asarray(v, np.float32) for k, v in weights.flatten(init()).items()}
+    return {k: np.asarray(v, np.float32) for k, v in pytree.flatten(init()).items()}
 
 
 def inputs(seed=0):
@@ -65,7 +66,7 @@ def inputs(seed=0):
 
 def clipjax_embeddings(model_cfg, flat, images, tokens):
     m = clip.build_model(model_cfg)
-    variables = {"params": weights.unflatten({k: jnp.asarray(v) for k, v in flat.items()})}
+    variables = {"params": pytree.unflatten({k: jnp.asarray(v) for k, v in flat.items()})}
     zimg = jax.jit(lambda v, x: m.apply(v, x, method=m.encode_image))(variables, images)
     ztxt = jax.jit(lambda v, x: m.apply(v, x, method=m.encode_text))(variables, tokens)
     return np.asarray(zimg), np.asarray(ztxt)

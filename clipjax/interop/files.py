@@ -13,7 +13,7 @@ import os
 import ml_collections
 import numpy as np
 
-from clipjax.interop import weights
+from clipjax import pytree
 
 STATE_DICT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors",
                     "open_clip_pytorch_model.bin", "pytorch_model.bin", "open_clip_pytorch_model.pth")
@@ -79,7 +79,7 @@ def save_clipjax(folder: str, params: dict, model: ml_collections.ConfigDict) ->
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "model.json"), "w") as f:
         f.write(model.to_json(indent=2, sort_keys=True))
-    tree = weights.unflatten({k: np.asarray(v, np.float32) for k, v in weights.flatten(params).items()})
+    tree = pytree.unflatten({k: np.asarray(v, np.float32) for k, v in pytree.flatten(params).items()})
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(os.path.join(folder, "state"), {"params": tree}, force=True)
     ckptr.wait_until_finished()
@@ -109,7 +109,7 @@ def restore_params(step_dir: str) -> dict[str, np.ndarray]:
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
     restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
         item={"params": item}, restore_args={"params": args}, partial_restore=True))
-    return {k: np.asarray(v, np.float32) for k, v in weights.flatten(restored["params"]).items()}
+    return {k: np.asarray(v, np.float32) for k, v in pytree.flatten(restored["params"]).items()}
 
 
 def _find_model_config(path: str, step_dir: str) -> ml_collections.ConfigDict:

@@ -23,30 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from clipjax.models import vit as vit_lib
+from clipjax.pytree import flatten
 
 # ---------------------------------------------------------------------------------------------- flat trees
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    """Nested dict -> {'a/b/c': leaf}."""
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) or hasattr(v, "items"):
-            out.update(flatten(dict(v), f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def unflatten(flat: dict) -> dict:
-    tree: dict = {}
-    for path, v in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
 
 
 # ---------------------------------------------------------------------------------------------- layouts

@@ -7,7 +7,6 @@ Batches are random device-resident arrays, so only the step is timed (the input 
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags, logging
