@@ -1,7 +1,8 @@
-"""OpenCLIP-style ViT-B/16 CLIP at 224 px, text tower B (512 wide, causal, EOT pooling), context 77.
+"""OpenCLIP-style ViT-B/16 CLIP at 224 px (with OpenCLIP's ln_pre, so it exports to OpenCLIP and Hugging Face),
+text tower B (512 wide, causal, EOT pooling), context 77.
 
 Optimiser per METHODS section 1 (AdamW betas (0.9, 0.98), eps 1e-6, wd 0.2, warm-up then cosine). The built-in
-dataset stands in for real data here; point config.data at real shards (data pipeline issue) for real runs.
+dataset stands in for real data here; point config.data at real shards (see README, Data) for real runs.
 python -m clipjax.main --config configs/clip/vit_b16.py --workdir DIR
 """
 from clipjax import config as config_lib
@@ -13,7 +14,7 @@ def get_config():
     c.batch_size = 256
     c.data.image_size = 224
     c.data.text_length = 77
-    c.model.image = sizes.vit("B/16", image_size=224, pool="tok", pos_emb="learn")
+    c.model.image = sizes.vit("B/16", image_size=224, pool="tok", pos_emb="learn", ln_pre=True)  # OpenCLIP layout
     c.model.text = sizes.text("B", context_length=77)
     c.model.embed_dim = 512
     c.optim.lr = 5e-4
