@@ -136,6 +136,25 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+
+def tiny_config() -> ml_collections.ConfigDict:
+    """The CPU-scale CLIP of configs/tiny.py (micro towers, 64 px, text 16, batch 64, 1000 steps), which the
+    other tiny recipes (FastCLIP, webdataset) start from."""
+    c = default_config()
+    c.total_steps = 1000
+    c.batch_size = 64
+    c.data.image_size = 64
+    c.data.text_length = 16
+    c.model.image = sizes.vit("mu/8", image_size=64, pool="gap")
+    c.model.text = sizes.text("mu", context_length=16)
+    c.model.embed_dim = 64
+    c.optim.lr = 2e-3
+    c.optim.warmup_steps = 50
+    c.optim.weight_decay = 0.05
+    c.checkpoint.every_steps = 200
+    c.evals.every_steps = 200
+    return c
+
 def resolve_lr(config: ml_collections.ConfigDict) -> float:
     """Peak learning rate: `lr_per_256 * batch_size / 256` when given, else the absolute `lr`."""
     if config.optim.lr_per_256 > 0:

@@ -12,7 +12,6 @@ state (Orbax, with the train state) continues exactly. Batches: image uint8 [b,H
 the 'simclr' preset), tokens int32 [b,L], index int32 [b].
 """
 import dataclasses
-import functools
 
 import grain
 import jax
@@ -31,9 +30,9 @@ SKIPPED_KEY = "_skipped"  # per-batch skip counts travelling from the workers; p
 _MAX_SKIPS_IN_ROW = 10_000  # this many bad samples without a good one stops the run (the data is unusable)
 
 
-@functools.cache
 def tokenizer() -> ClipTokenizer:
-    return ClipTokenizer()
+    """The process's OpenAI BPE tokenizer (the instance `get_tokenizer('clip_bpe')` shares)."""
+    return get_tokenizer("clip_bpe")
 
 
 def _split(spec: str) -> tuple[str, ...]:

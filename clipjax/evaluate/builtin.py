@@ -10,10 +10,12 @@ from clipjax.evaluate.embed import Embedder
 class BuiltinEvaluator:
     """Metrics 'zeroshot_{set}_top1/top5', their mean 'zeroshot_top1/top5', and 'retrieval_{i2t,t2i}_r{1,5,10}'."""
 
-    def __init__(self, config: ml_collections.ConfigDict, model, mesh, param_shardings):
+    def __init__(self, config: ml_collections.ConfigDict, model, mesh, param_shardings, batch_size: int = -1):
+        """batch_size: encoder batch (-1: config.evals.batch_size)."""
         self.data = pipeline.load_eval_split(config)
         self.class_sets = {name: synthetic.CLASS_SETS[name] for name in config.evals.class_sets.split(",") if name}
-        self.embed = Embedder(model, mesh, param_shardings, config.evals.batch_size, config.data.text_length,
+        batch_size = batch_size if batch_size > 0 else config.evals.batch_size
+        self.embed = Embedder(model, mesh, param_shardings, batch_size, config.data.text_length,
                               hf_tokenizer.get_tokenizer(config.data.tokenizer))
 
     def __call__(self, params) -> dict[str, float]:
@@ -31,10 +33,3 @@ class BuiltinEvaluator:
             metrics[f"retrieval_{k}"] = v
         return metrics
 
-    def chance(self) -> dict[str, float]:
-        """Expected metrics of a random model, for reporting next to the measured ones."""
-        n = len(self.data["images"])
-        out = {f"zeroshot_{name}_top1": 1 / len(cs.names) for name, cs in self.class_sets.items()}
-        out["retrieval_i2t_r1"] = min(1.0, len(self.data["captions"][0]) / (n * len(self.data["captions"][0])) * 1)
-        out["retrieval_t2i_r1"] = 1 / n
-        return out

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from clipjax import sharding
+from clipjax.data.hf_tokenizer import get_tokenizer
 
 
 class Embedder:
@@ -20,10 +21,7 @@ class Embedder:
         n = mesh.size
         self.batch_size = -(-batch_size // n) * n  # a multiple of the device count
         self.mesh, self.text_length = mesh, text_length
-        if tokenizer is None:
-            from clipjax.data import pipeline
-            tokenizer = pipeline.tokenizer()
-        self.tokenize = tokenizer
+        self.tokenize = tokenizer or get_tokenizer("clip_bpe")
         out = sharding.replicated(mesh)
         self._images = jax.jit(
             lambda params, x, aux: (model.apply({"params": params}, x, method=model.encode_image), aux),

@@ -205,9 +205,7 @@ class RetrievalTask:
 class BuiltinTask:
     def __init__(self, name, entry, config, model, mesh, param_shardings):
         from clipjax.evaluate.builtin import BuiltinEvaluator
-        self.evaluator = BuiltinEvaluator(config, model, mesh, param_shardings)
-        if entry.batch_size > 0:
-            self.evaluator.embed.batch_size = -(-entry.batch_size // mesh.size) * mesh.size
+        self.evaluator = BuiltinEvaluator(config, model, mesh, param_shardings, entry.batch_size)
 
     def __call__(self, params):
         return self.evaluator(params), None

@@ -109,8 +109,7 @@ def _block_from_torch(sd: dict, src: str, dst: str, lay: dict, heads: int, out: 
 def to_torch_layout(params: dict, model_cfg, layout: str) -> dict[str, np.ndarray]:
     """clipjax params (nested or flat) + `config.model` -> float32 numpy state dict in `layout` ('openclip'|'hf')."""
     lay = LAYOUTS[layout]
-    p = {k: _f32(v) for k, v in flatten(params).items()} if not _is_flat(params) else \
-        {k: _f32(v) for k, v in params.items()}
+    p = {k: _f32(v) for k, v in flatten(params).items()}  # a flat dict passes through flatten unchanged
     img, txt = model_cfg.image, model_cfg.text
     out: dict[str, np.ndarray] = {}
     # image stem
@@ -197,7 +196,3 @@ def check_shapes(params: dict[str, np.ndarray], expected: dict) -> None:
            for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
     if bad:
         raise ValueError("converted parameters do not fit the model config:\n  " + "\n  ".join(bad[:20]))
-
-
-def _is_flat(tree: dict) -> bool:
-    return all(not isinstance(v, dict) for v in tree.values()) and any("/" in k for k in tree)

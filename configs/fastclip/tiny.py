@@ -6,27 +6,15 @@ The gamma schedule is scaled to the short run: epoch 0 at gamma 1, then cosine t
 data.size examples (so it matters within a few hundred steps at batch 32).
 """
 from clipjax import config as config_lib
-from clipjax.models import sizes
 
 
 def get_config(loss: str = "fastclip_v3"):
-    c = config_lib.default_config()
+    c = config_lib.tiny_config()
     c.loss.name = loss or "fastclip_v3"
-    c.total_steps = 1000
     c.batch_size = 32
     c.data.size = 4096
-    c.data.image_size = 64
-    c.data.text_length = 16
-    c.model.image = sizes.vit("mu/8", image_size=64, pool="gap")
-    c.model.text = sizes.text("mu", context_length=16)
-    c.model.embed_dim = 64
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 50
-    c.optim.weight_decay = 0.05
     c.loss.gamma_min = 0.2
     c.loss.gamma_decay_epochs = 2
     c.loss.rho = 6.5
     c.loss.tau_lr = 2e-3 if c.loss.name == "fastclip_v3" else 1e-2  # v3: AdamW on log(1/tau); v2: per sample
-    c.checkpoint.every_steps = 200
-    c.evals.every_steps = 200
     return c
