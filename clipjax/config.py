@@ -1,21 +1,16 @@
-"""Shared config defaults, validation and duration helpers.
+"""The config schema: every key a run may set and its default, plus small helpers (durations, argument parsing).
 
 Every config file starts from `default_config()` (the one place where defaults live), changes what its recipe
-needs and returns the result. `validate` rejects keys that `default_config` lacks, naming them; the command line
-locks the config, so `--config.KEY=...` of an unknown key or of a value of the wrong type fails at start-up.
+needs and returns the result. `check_keys` rejects keys that `default_config` lacks, naming them; the command line
+locks the config, so `--config.KEY=...` of an unknown key or of a value of the wrong type fails at start-up. The
+values are checked by the subsystem that reads them (`clipjax.validation.validate` calls each).
 """
 import math
-import os
+from typing import Any
 
 import ml_collections
 
 from clipjax.models import sizes
-
-LOSSES = ("clip", "siglip", "sogclr", "isogclr", "fastclip_v0", "fastclip_v1", "fastclip_v2", "fastclip_v3")
-GCL_LOSSES = LOSSES[2:]  # per-sample moving-average estimators (clipjax.losses.fastclip)
-SCHEDULES = ("cosine", "constant", "cooldown")
-OPTIMIZERS = ("adamw", "lamb", "lion")
-
 
 def default_config() -> ml_collections.ConfigDict:
     """All keys any run may set, with the defaults of a small CLIP on the built-in dataset."""
@@ -69,7 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.logit_bias_init = ml_collections.config_dict.placeholder(float)
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.name = "clip"           # one of LOSSES
+    c.loss.name = "clip"           # a clipjax.losses registry name: clip, siglip, sogclr, isogclr, fastclip_v0..v3
     c.loss.max_logit_scale = math.log(100.0)
     # GCL family (sogclr, isogclr, fastclip_v*); defaults are FastCLIP's CC3M settings.
     c.loss.eps = 1e-14             # epsilon in log(eps + g)
@@ -86,10 +81,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.shard_state_above = 1 << 22  # per-sample state longer than this is sharded by index range
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adamw"         # one of OPTIMIZERS
+    c.optim.name = "adamw"         # adamw | lamb | lion
     c.optim.lr = 1e-3              # absolute peak learning rate; ignored when lr_per_256 > 0
     c.optim.lr_per_256 = -1.0      # peak lr = lr_per_256 * batch_size / 256 when > 0
-    c.optim.schedule = "cosine"    # one of SCHEDULES
+    c.optim.schedule = "cosine"    # cosine | constant | cooldown
     c.optim.warmup_steps = 100
     c.optim.cooldown_steps = 0     # 'cooldown': linear decay to 0 over the last N steps
     c.optim.end_lr_ratio = 0.0     # 'cosine': final lr / peak lr
@@ -125,7 +120,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.evals.tasks = ""             # more entries by TFDS name, default settings: 'imagenet2012,imagenet_v2,coco_captions'
     c.evals.data_dir = ""          # TFDS data_dir of entries that give none; no suite and no tasks: built-in eval only
 
-    c.tokens = ml_collections.ConfigDict()  # token reduction at training only (clipjax.tokens, data.text_reduction)
+    c.tokens = ml_collections.ConfigDict()  # token reduction at training only (clipjax.token_reduction)
     c.tokens.image_strategy = "none"  # 'none' | 'random' (FLIP) | 'grid' | 'block'; resize = data.image_size
     c.tokens.image_keep_ratio = 1.0   # kept fraction of patch tokens (grid: 1/s^2); CLS is always kept
     c.tokens.image_keep_count = -1    # > 0: exact kept patch count, overrides image_keep_ratio
@@ -134,7 +129,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.init_from = ""               # multi-stage: a workdir or checkpoint step dir to take params from (clipjax.finetune)
     c.init_text_pos = "resize"     # text pos-emb of another length: 'resize' (linear) | 'extend' | 'reinit'
     return c
-
 
 
 def tiny_config() -> ml_collections.ConfigDict:
@@ -155,6 +149,7 @@ def tiny_config() -> ml_collections.ConfigDict:
     c.evals.every_steps = 200
     return c
 
+
 def resolve_lr(config: ml_collections.ConfigDict) -> float:
     """Peak learning rate: `lr_per_256 * batch_size / 256` when given, else the absolute `lr`."""
     if config.optim.lr_per_256 > 0:
@@ -169,92 +164,45 @@ def resolve_total_steps(config: ml_collections.ConfigDict) -> int:
     return config.total_steps
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-    """Fail at start-up on values that are well-typed but wrong, naming the key and what is expected."""
-    _check_keys(config, default_config())
-
-    def expect(ok, key, what):
-        if not ok:
-            raise ValueError(f"config.{key} = {_lookup(config, key)!r}: expected {what}")
-
-    expect(config.loss.name in LOSSES, "loss.name", f"one of {LOSSES}")
-    expect(config.optim.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}")
-    expect(config.optim.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}")
-    expect(config.batch_size > 0, "batch_size", "a positive integer")
-    expect(resolve_total_steps(config) > 0, "total_steps", "a positive integer")
-    _validate_data(config, expect)
-    expect(config.model.image.image_size % config.model.image.patch_size == 0, "model.image.image_size",
-           f"a multiple of model.image.patch_size={config.model.image.patch_size}")
-    expect(config.data.image_size == config.model.image.image_size, "data.image_size",
-           f"equal to model.image.image_size={config.model.image.image_size}")
-    expect(config.data.text_length <= config.model.text.context_length, "data.text_length",
-           f"at most model.text.context_length={config.model.text.context_length}")
-    expect(config.model.dtype in ("float32", "bfloat16"), "model.dtype", "'float32' or 'bfloat16'")
-    _validate_tokens(config, expect)
-    from clipjax.evaluate import suite
-    suite.validate(config)  # config.evals.suite entries
-    if config.loss.name == "siglip":
-        expect(config.model.logit_bias_init is not None, "model.logit_bias_init", "a float for loss 'siglip' (e.g. -10)")
-    if config.loss.name in GCL_LOSSES:
-        lc, tau_min = config.loss, math.exp(-config.loss.max_logit_scale)
-        expect(config.batch_size >= 2, "batch_size", f"at least 2 for loss '{lc.name}' (negatives per anchor)")
-        expect(lc.eps > 0, "loss.eps", "a positive float")
-        expect(0.0 <= lc.gamma_min <= 1.0, "loss.gamma_min", "a value in [0, 1]")
-        expect(lc.gamma_decay_epochs >= 0, "loss.gamma_decay_epochs", "a non-negative integer")
-        expect(tau_min <= lc.tau_init <= 1.0, "loss.tau_init", f"a temperature in [{tau_min:.3g}, 1]")
-        expect(lc.tau_lr > 0, "loss.tau_lr", "a positive float")
-        expect(lc.tau_grad_clip > 0, "loss.tau_grad_clip", "a positive float")
-        expect(lc.shard_state_above >= 0, "loss.shard_state_above", "a non-negative number of elements")
-    if num_devices is not None:
-        expect(config.batch_size % num_devices == 0, "batch_size", f"a multiple of the {num_devices} devices")
+def require(ok: bool, config: ml_collections.ConfigDict, key: str, what: str) -> None:
+    """Start-up check: raise ValueError 'config.KEY = VALUE: expected WHAT' unless `ok`."""
+    if not ok:
+        raise ValueError(f"config.{key} = {lookup(config, key)!r}: expected {what}")
 
 
-def _validate_tokens(config, expect) -> None:
-    """config.tokens and config.init_*: known strategies, a kept-patch count the strategy can give."""
-    from clipjax import tokens
-    from clipjax.data import text_reduction
-    t = config.tokens
-    expect(t.image_strategy in tokens.IMAGE_STRATEGIES, "tokens.image_strategy", f"one of {tokens.IMAGE_STRATEGIES}")
-    expect(t.text_strategy in text_reduction.TEXT_STRATEGIES, "tokens.text_strategy",
-           f"one of {text_reduction.TEXT_STRATEGIES}")
-    expect(0.0 < t.image_keep_ratio <= 1.0, "tokens.image_keep_ratio", "a fraction in (0, 1]")
-    expect(config.data.text_length >= 3, "data.text_length", "at least 3 (SOT, one token, EOT)")
-    expect(config.init_text_pos in ("resize", "extend", "reinit"), "init_text_pos", "'resize', 'extend' or 'reinit'")
-    if t.image_strategy != "none":
-        grid = tokens.image_grid(config.model.image.image_size, config.model.image.patch_size)
-        try:
-            tokens.kept_count(t.image_strategy, *grid, t.image_keep_ratio, t.image_keep_count)
-        except ValueError as e:
-            raise ValueError(f"config.tokens (image_keep_ratio={t.image_keep_ratio}, image_keep_count="
-                             f"{t.image_keep_count}): {e}") from None
-
-
-def _validate_data(config, expect) -> None:
-    """config.data: a known source with a path, caption mode, augmentation preset and tokenizer."""
-    from clipjax.data import augment, captions, pipeline
-    d = config.data
-    expect(d.name in pipeline.SOURCES, "data.name", f"one of {pipeline.SOURCES}")
-    expect(d.name == "synthetic" or d.path, "data.path", f"the location of the {d.name!r} data")
-    expect(d.caption_mode in captions.MODES, "data.caption_mode", f"one of {captions.MODES}")
-    expect(d.augment in augment.PRESETS, "data.augment", f"one of {augment.PRESETS}")
-    expect(d.tokenizer == "clip_bpe" or os.path.isdir(d.tokenizer), "data.tokenizer",
-           "'clip_bpe' or a local Hugging Face tokenizer directory")
-    expect(d.num_epochs == -1 or d.num_epochs > 0, "data.num_epochs", "-1 (forever) or a positive count")
-    expect(d.max_image_pixels > 0, "data.max_image_pixels", "a positive pixel count")
-
-
-def _check_keys(config, reference, prefix=""):
-    """Every key of `config` must exist in `reference` (nested ConfigDicts are compared recursively)."""
+def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict | None = None,
+               prefix: str = "") -> None:
+    """Every key of `config` must exist in `reference` (default: `default_config()`), recursively; the towers
+    (models.sizes) and eval entries (evaluate.suite) are checked by their own modules."""
+    reference = default_config() if reference is None else reference
     for key, value in config.items():
         name = f"{prefix}{key}"
         if key not in reference:
             raise KeyError(f"config.{name}: unknown key (known keys here: {sorted(reference.keys())})")
         if isinstance(value, ml_collections.ConfigDict) and isinstance(reference[key], ml_collections.ConfigDict):
-            if key not in ("image", "text", "suite"):  # towers: models.sizes; eval entries: evaluate.suite
-                _check_keys(value, reference[key], prefix=f"{name}.")
+            if key not in ("image", "text", "suite"):
+                check_keys(value, reference[key], prefix=f"{name}.")
 
 
-def _lookup(config, dotted):
+def lookup(config: ml_collections.ConfigDict, dotted: str):
+    """config['a']['b'] for 'a.b'."""
     for part in dotted.split("."):
         config = config[part]
     return config
+
+
+def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The argument of `configs/x.py:ARG`: 'k=v,k=v' over the keys of `defaults`, each value cast to its default's
+    type; a bare first item is the value of the first key ('fastclip_v2' == 'loss=fastclip_v2'). Unknown keys fail
+    naming the allowed ones."""
+    out = dict(defaults)
+    for i, item in enumerate(filter(None, (arg or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep and i == 0 and defaults:
+            key, value = next(iter(defaults)), item
+        elif not sep or key not in defaults:
+            raise ValueError(f"config argument {item!r}: expected KEY=VALUE with KEY in {list(defaults)}")
+        kind = type(defaults[key])
+        out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else \
+            kind(float(value)) if kind is int else value if defaults[key] is None else kind(value)
+    return out

@@ -6,7 +6,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clipjax import config as config_lib, distributed, train
+from clipjax import distributed, train, validation
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/NAME.py[:arg]).",
@@ -34,7 +34,7 @@ def main(argv):
                            [int(i) for i in FLAGS.local_device_ids] if FLAGS.local_device_ids else None,
                            FLAGS.num_cpu_devices, FLAGS.heartbeat_timeout)
     config = FLAGS.config
-    config_lib.validate(config, jax.device_count())
+    validation.validate(config, jax.device_count())
     if FLAGS.mode == "train":
         metrics = train.train_and_evaluate(config, FLAGS.workdir)
     else:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from clipjax import config as config_lib
+from clipjax import config as config_lib, losses
 
 
 def path_str(path) -> str:
@@ -44,6 +44,26 @@ def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
         [warmup, cooldown_start])
 
 
+OPTIMIZERS = ("adamw", "lamb", "lion")
+SCHEDULES = ("cosine", "constant", "cooldown")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """config.optim: a known optimiser and schedule, a positive lr, a warm-up no longer than the run."""
+    o, total = config.optim, config_lib.resolve_total_steps(config)
+    require = lambda ok, key, what: config_lib.require(ok, config, key, what)  # noqa: E731
+    require(o.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}")
+    require(o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}")
+    if o.lr_per_256 > 0:
+        require(config_lib.resolve_lr(config) > 0, "optim.lr_per_256", "a positive learning rate per 256 examples")
+    else:
+        require(o.lr > 0, "optim.lr", "a positive learning rate (or optim.lr_per_256 > 0)")
+    require(0 <= o.warmup_steps <= total, "optim.warmup_steps", f"between 0 and the run's {total} steps")
+    require(0 <= o.cooldown_steps <= total, "optim.cooldown_steps", f"between 0 and the run's {total} steps")
+    require(0.0 <= o.end_lr_ratio <= 1.0, "optim.end_lr_ratio", "a fraction in [0, 1]")
+    require(o.weight_decay >= 0, "optim.weight_decay", "a non-negative float")
+
+
 def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The model optimiser (AdamW, LAMB or Lion) with decay mask, clipping and frozen groups; and its lr schedule."""
     o, lr = config.optim, schedule(config)
@@ -59,7 +79,7 @@ def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.Gra
     labels = frozen_labels(params, o.freeze)
     if o.freeze and "trained" not in jax.tree.leaves(labels):
         raise ValueError(f"config.optim.freeze = {o.freeze!r} freezes every parameter")
-    group = temperature_group(config.loss.name)
+    group = losses.get(config.loss.name).temperature  # the loss's optimiser group for logit_scale
     if group != "trained" and "logit_scale" in params:
         labels = {**labels, "logit_scale": group}
     used = set(jax.tree.leaves(labels))
@@ -67,17 +87,6 @@ def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.Gra
         groups = {"trained": tx, "frozen": optax.set_to_zero(), "temperature": temperature_optimizer(config)}
         tx = optax.multi_transform({k: v for k, v in groups.items() if k in used}, labels)
     return tx, lr
-
-
-def temperature_group(loss_name: str) -> str:
-    """Optimiser group of the model's `logit_scale` = log(1/tau) for a loss: 'trained' with the model (clip,
-    siglip, fastclip_v0), 'frozen' (constant tau: sogclr, fastclip_v1; unused: the per-sample temperatures of
-    isogclr, fastclip_v2) or 'temperature' (its own optimiser: fastclip_v3)."""
-    from clipjax.losses import fastclip
-    variant = fastclip.VARIANTS.get(loss_name)
-    if variant is None or variant.temperature == "model":
-        return "trained"
-    return "temperature" if variant.temperature == "own" else "frozen"
 
 
 def temperature_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -14,7 +14,8 @@ import ml_collections
 import optax
 import tqdm
 
-from clipjax import checkpoint, config as config_lib, distributed, finetune, losses, optim, sharding, tokens
+from clipjax import (checkpoint, config as config_lib, distributed, finetune, losses, optim, sharding, token_reduction,
+                     validation)
 from clipjax.data import pipeline
 from clipjax.evaluate.suite import SuiteEvaluator
 from clipjax.metrics_writer import MetricWriter
@@ -41,7 +42,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
                image_tokens: Callable[[jax.Array, int], jax.Array] | None = None
                ) -> tuple[TrainState, dict]:
     """One optimiser step. batch: image uint8 [B,H,W,3], tokens int32 [B,L], index int32 [B].
-    `image_tokens(rng, B)` -> patch_keep int32 [B, K] masks image tokens (see `image_token_fn`); None keeps all.
+    `image_tokens(rng, B)` -> patch_keep int32 [B, K] masks image tokens (`token_reduction.patch_keep_fn`); None keeps all.
     A non-finite loss or gradient leaves params, optimiser and loss state unchanged and counts the skip."""
     rng, step_rng = jax.random.split(state.rng)
     patch_keep = None if image_tokens is None else image_tokens(tokens_rng(step_rng), batch["image"].shape[0])
@@ -73,16 +74,6 @@ def tokens_rng(step_rng: jax.Array) -> jax.Array:
     return jax.random.fold_in(step_rng, 1)
 
 
-def image_token_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, int], jax.Array] | None:
-    """config.tokens -> `(rng, batch) -> patch_keep [batch, K]` for `train_step`, or None for 'none'."""
-    t = config.tokens
-    if t.image_strategy == "none":
-        return None
-    grid = tokens.image_grid(config.model.image.image_size, config.model.image.patch_size)
-    return lambda rng, batch: tokens.patch_keep(rng, t.image_strategy, batch, *grid, t.image_keep_ratio,
-                                                t.image_keep_count)
-
-
 def clamp_logit_scale(params, max_value: float):
     """Clip the log temperature to [0, max_value] (OpenCLIP/FLIP clamp t = exp(.) to [1, 100])."""
     if "logit_scale" not in params:
@@ -96,7 +87,7 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
         self.config = config
         self.mesh = mesh or sharding.make_mesh(config.mesh)
-        config_lib.validate(config, self.mesh.size)
+        validation.validate(config, self.mesh.size)
         if config.data.augment == "simclr":
             raise ValueError("config.data.augment = 'simclr' adds SLIP's two extra views, which no loss uses yet "
                              "(SLIP is not implemented); choose another preset")
@@ -136,7 +127,7 @@ class Trainer:
         self.step_fn = jax.jit(
             functools.partial(train_step, model=self.model, tx=self.tx, loss_fn=self.loss_fn,
                               lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale,
-                              image_tokens=image_token_fn(config)),
+                              image_tokens=token_reduction.patch_keep_fn(config)),
             in_shardings=(self.state_shardings, self.batch_shardings()),
             out_shardings=(self.state_shardings, repl), donate_argnums=0)
         return state

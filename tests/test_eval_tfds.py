@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipjax import config as config_lib, pytree, sharding
+from clipjax import config as config_lib, pytree, sharding, validation
 from clipjax.data.tokenizer import ClipTokenizer
 from clipjax.evaluate import classnames, suite
 
@@ -167,7 +167,7 @@ def test_default_is_builtin_and_bad_entries_fail_naming_the_key(data_dir):
     config.evals.suite.bad = suite.zeroshot("tiny_colours")
     config.evals.suite.bad.unknown = 1
     with pytest.raises(KeyError, match=r"config.evals.suite.bad: .*unknown \['unknown'\]"):
-        config_lib.validate(config)
+        validation.validate(config)
     with pytest.raises(FileNotFoundError, match="config.evals.suite.missing"):
         make_evaluator({"missing": suite.zeroshot("tiny_colours", data_dir=os.path.join(data_dir, "nope"))})
 

@@ -12,6 +12,7 @@ state (Orbax, with the train state) continues exactly. Batches: image uint8 [b,H
 the 'simclr' preset), tokens int32 [b,L], index int32 [b].
 """
 import dataclasses
+import os
 
 import grain
 import jax
@@ -19,9 +20,11 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from clipjax import config as config_lib
 from clipjax.data import augment as augment_lib
 from clipjax.data import captions as captions_lib
-from clipjax.data import sources, synthetic, text_reduction
+from clipjax.data import sources, synthetic
+from clipjax.token_reduction import text as text_reduction
 from clipjax.data.hf_tokenizer import get_tokenizer
 from clipjax.data.tokenizer import ClipTokenizer
 
@@ -37,6 +40,21 @@ def tokenizer() -> ClipTokenizer:
 
 def _split(spec: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in spec.split(",") if s.strip())
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """config.data: a known source with a path, caption mode, augmentation preset and tokenizer."""
+    d = config.data
+    require = lambda ok, key, what: config_lib.require(ok, config, key, what)  # noqa: E731
+    require(d.name in SOURCES, "data.name", f"one of {SOURCES}")
+    require(d.name == "synthetic" or d.path, "data.path", f"the location of the {d.name!r} data")
+    require(d.caption_mode in captions_lib.MODES, "data.caption_mode", f"one of {captions_lib.MODES}")
+    require(d.augment in augment_lib.PRESETS, "data.augment", f"one of {augment_lib.PRESETS}")
+    require(d.tokenizer == "clip_bpe" or os.path.isdir(d.tokenizer), "data.tokenizer",
+            "'clip_bpe' or a local Hugging Face tokenizer directory")
+    require(d.num_epochs == -1 or d.num_epochs > 0, "data.num_epochs", "-1 (forever) or a positive count")
+    require(d.max_image_pixels > 0, "data.max_image_pixels", "a positive pixel count")
+    require(d.text_length >= 3, "data.text_length", "at least 3 (SOT, one token, EOT)")
 
 
 def make_source(data_config: ml_collections.ConfigDict):
@@ -78,7 +96,7 @@ class TrainTransform:
     chooser: captions_lib.CaptionChooser
     augment: augment_lib.Augment
     tokenizer: str = "clip_bpe"
-    text_strategy: str = "truncate"  # config.tokens.text_strategy (see data.text_reduction)
+    text_strategy: str = "truncate"  # config.tokens.text_strategy (see token_reduction.text)
     max_index: int = -1              # > 0: an index at or above it is a config error (config.data.size)
     debug: bool = False              # also return 'key' and the chosen 'caption' (clipjax.data.inspect)
 

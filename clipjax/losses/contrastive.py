@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
+from clipjax import config as config_lib
+from clipjax.losses import registry
+
 AxisName = str | tuple[str, ...]
 
 
@@ -135,3 +138,23 @@ def sharded(loss_fn: Callable[..., tuple[jax.Array, dict]], mesh: Mesh,
             zimg, ztxt, *scalars)
 
     return f
+
+
+def _make_clip(config, mesh: Mesh) -> registry.LossFn:
+    fn = sharded(softmax_loss, mesh)
+    return lambda out, batch, loss_state, step: (*fn(out["zimg"], out["ztxt"], out["logit_scale"]), loss_state)
+
+
+def _make_siglip(config, mesh: Mesh) -> registry.LossFn:
+    fn = sharded(sigmoid_loss, mesh)
+    return lambda out, batch, loss_state, step: (
+        *fn(out["zimg"], out["ztxt"], out["logit_scale"], out["logit_bias"]), loss_state)
+
+
+def _validate_siglip(config) -> None:
+    config_lib.require(config.model.logit_bias_init is not None, config, "model.logit_bias_init",
+                       "a float for loss 'siglip' (e.g. -10)")
+
+
+registry.register(registry.LossSpec("clip", _make_clip))
+registry.register(registry.LossSpec("siglip", _make_siglip, validate=_validate_siglip))

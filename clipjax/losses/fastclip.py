@@ -46,7 +46,11 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from clipjax import config as config_lib
+from clipjax.losses import registry
 
 AxisName = str | tuple[str, ...]
 sg = jax.lax.stop_gradient
@@ -353,3 +357,43 @@ def make_loss(name: str, mesh: Mesh, hp: Hparams, batch_axes: Sequence[str] = ("
         return value, {**metrics, "gamma": gamma}, new_state
 
     return loss
+
+
+def hparams(config: ml_collections.ConfigDict) -> Hparams:
+    """The GCL-family settings of `config.loss` (temperatures bounded to [1/exp(max_logit_scale), 1])."""
+    lc = config.loss
+    return Hparams(
+        eps=lc.eps, rho=lc.rho, gamma_min=lc.gamma_min, gamma_decay_epochs=lc.gamma_decay_epochs,
+        batch_size=config.batch_size, epoch_size=config.data.size, tau_init=lc.tau_init, tau_lr=lc.tau_lr,
+        tau_b1=lc.tau_b1, tau_b2=lc.tau_b2, tau_grad_clip=lc.tau_grad_clip,
+        tau_min=math.exp(-lc.max_logit_scale), tau_max=1.0, shard_above=lc.shard_state_above)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """config.loss keys of the GCL family."""
+    lc, tau_min = config.loss, math.exp(-config.loss.max_logit_scale)
+    require = lambda ok, key, what: config_lib.require(ok, config, key, what)  # noqa: E731
+    require(config.batch_size >= 2, "batch_size", f"at least 2 for loss '{lc.name}' (negatives per anchor)")
+    require(lc.eps > 0, "loss.eps", "a positive float")
+    require(0.0 <= lc.gamma_min <= 1.0, "loss.gamma_min", "a value in [0, 1]")
+    require(lc.gamma_decay_epochs >= 0, "loss.gamma_decay_epochs", "a non-negative integer")
+    require(tau_min <= lc.tau_init <= 1.0, "loss.tau_init", f"a temperature in [{tau_min:.3g}, 1]")
+    require(lc.tau_lr > 0, "loss.tau_lr", "a positive float")
+    require(lc.tau_grad_clip > 0, "loss.tau_grad_clip", "a positive float")
+    require(lc.shard_state_above >= 0, "loss.shard_state_above", "a non-negative number of elements")
+
+
+def _spec(name: str) -> registry.LossSpec:
+    def make(config, mesh):
+        fn = make_loss(name, mesh, hparams(config))
+        return lambda out, batch, loss_state, step: fn(out["zimg"], out["ztxt"], out["logit_scale"],
+                                                        batch["index"], loss_state, step)
+
+    group = {"model": "trained", "own": "temperature"}.get(VARIANTS[name].temperature, "frozen")
+    return registry.LossSpec(
+        name, make, temperature=group, validate=validate,
+        init_state=lambda config, data_size, mesh: init_state(name, data_size, mesh, hparams(config)))
+
+
+for _name in VARIANTS:
+    registry.register(_spec(_name))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from clipjax import config as config_lib
 from clipjax.models import sizes
 from clipjax.models.layers import logical
 from clipjax.models.text import TextTransformer
@@ -85,6 +86,19 @@ def build_model(config: ml_collections.ConfigDict) -> CLIP:
                 text=TextTransformer(**_tower_kwargs(config.text, TextTransformer, "text"), **common),
                 logit_scale_init=float(config.logit_scale_init),
                 logit_bias_init=None if bias is None else float(bias))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """config.model against config.data: patch grid, image size and text length the towers can take."""
+    m, d = config.model, config.data
+    require = lambda ok, key, what: config_lib.require(ok, config, key, what)  # noqa: E731
+    require(m.image.image_size % m.image.patch_size == 0, "model.image.image_size",
+            f"a multiple of model.image.patch_size={m.image.patch_size}")
+    require(d.image_size == m.image.image_size, "data.image_size",
+            f"equal to model.image.image_size={m.image.image_size}")
+    require(d.text_length <= m.text.context_length, "data.text_length",
+            f"at most model.text.context_length={m.text.context_length}")
+    require(m.dtype in DTYPES, "model.dtype", f"one of {list(DTYPES)}")
 
 
 def model_config(image: str = "B/16", text: str = "B", embed_dim: int = 512) -> ml_collections.ConfigDict:

@@ -21,8 +21,8 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from clipjax import tokens
 from clipjax.models import clip
+from clipjax.token_reduction import image as image_reduction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +62,8 @@ def text_flops(text: ml_collections.ConfigDict, embed_dim: int, length: int) -> 
 def kept_patches(config: ml_collections.ConfigDict) -> int:
     """Patch tokens the image tower sees in training under config.tokens."""
     t = config.tokens
-    grid = tokens.image_grid(config.data.image_size, config.model.image.patch_size)
-    return tokens.kept_count(t.image_strategy, *grid, t.image_keep_ratio, t.image_keep_count)
+    grid = image_reduction.image_grid(config.data.image_size, config.model.image.patch_size)
+    return image_reduction.kept_count(t.image_strategy, *grid, t.image_keep_ratio, t.image_keep_count)
 
 
 def analytic(config: ml_collections.ConfigDict, masked: bool = True) -> Flops:

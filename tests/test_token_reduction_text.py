@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from clipjax.data import pipeline, pos_lexicon, text_reduction as tr
+from clipjax.data import pipeline
+from clipjax.token_reduction import pos_lexicon, text as tr
 
 TOK = pipeline.tokenizer()
 LONG = "a photo of a small red car parked beside a tall green tree on the street"

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clipjax import config as config_lib, sharding, tokens, train
+from clipjax import config as config_lib, sharding, token_reduction, train, validation
+from clipjax.token_reduction import image as image_reduction
 from clipjax.data import pipeline
 from clipjax.models import clip
 from tests.test_train import small_config
@@ -17,8 +18,8 @@ RNG = jax.random.PRNGKey(0)
     ("grid", (14, 14), 0.25, -1, 49), ("grid", (8, 8), 1 / 16, -1, 4), ("grid", (7, 7), 0.25, 9, 9),
     ("block", (14, 14), 0.25, -1, 49), ("block", (8, 8), 0.5, -1, 32), ("block", (4, 6), 1.0, 12, 12)])
 def test_kept_counts_exact(strategy, grid, ratio, count, expect):
-    assert tokens.kept_count(strategy, *grid, ratio, count) == expect
-    keep = np.asarray(tokens.patch_keep(RNG, strategy, 16, *grid, ratio, count))
+    assert image_reduction.kept_count(strategy, *grid, ratio, count) == expect
+    keep = np.asarray(image_reduction.patch_keep(RNG, strategy, 16, *grid, ratio, count))
     assert keep.shape == (16, expect) and keep.dtype == np.int32
     for row in keep:
         assert len(set(row.tolist())) == expect and row.min() >= 0 and row.max() < grid[0] * grid[1]
@@ -27,22 +28,22 @@ def test_kept_counts_exact(strategy, grid, ratio, count, expect):
 
 def test_counts_the_strategy_cannot_give_fail_clearly():
     with pytest.raises(ValueError, match="keeps one of"):
-        tokens.kept_count("grid", 14, 14, 0.3)
+        image_reduction.kept_count("grid", 14, 14, 0.3)
     with pytest.raises(ValueError, match="outside"):
-        tokens.kept_count("random", 4, 4, keep_count=17)
-    assert tokens.block_shape(14, 14, 147) == (12, 12)  # no 147-rectangle fits: the nearest one
+        image_reduction.kept_count("random", 4, 4, keep_count=17)
+    assert image_reduction.block_shape(14, 14, 147) == (12, 12)  # no 147-rectangle fits: the nearest one
     config = small_config()
     config.tokens.image_strategy, config.tokens.image_keep_ratio = "grid", 0.5  # 2 of 2x2
     with pytest.raises(ValueError, match="config.tokens"):
-        config_lib.validate(config)
+        validation.validate(config)
     config.tokens.image_strategy = "checkerboard"
     with pytest.raises(ValueError, match="tokens.image_strategy"):
-        config_lib.validate(config)
+        validation.validate(config)
 
 
 def test_grid_geometry():
     gh, gw, s = 8, 12, 2
-    keep = np.asarray(tokens.patch_keep(RNG, "grid", 64, gh, gw, keep_count=(gh // s) * (gw // s)))
+    keep = np.asarray(image_reduction.patch_keep(RNG, "grid", 64, gh, gw, keep_count=(gh // s) * (gw // s)))
     offsets = set()
     for row in keep:
         r, c = np.divmod(row, gw)
@@ -56,8 +57,8 @@ def test_grid_geometry():
 
 def test_block_geometry():
     gh, gw = 7, 9
-    keep = np.asarray(tokens.patch_keep(RNG, "block", 64, gh, gw, keep_count=12))
-    bh, bw = tokens.block_shape(gh, gw, 12)
+    keep = np.asarray(image_reduction.patch_keep(RNG, "block", 64, gh, gw, keep_count=12))
+    bh, bw = image_reduction.block_shape(gh, gw, 12)
     assert (bh, bw) == (3, 4)
     corners = set()
     for row in keep:
@@ -71,13 +72,13 @@ def test_block_geometry():
 
 @pytest.mark.parametrize("strategy", ["random", "grid", "block"])
 def test_per_sample_masks_and_determinism(strategy):
-    a = np.asarray(tokens.patch_keep(RNG, strategy, 32, 8, 8, 0.25))
-    b = np.asarray(tokens.patch_keep(RNG, strategy, 32, 8, 8, 0.25))
-    c = np.asarray(tokens.patch_keep(jax.random.PRNGKey(1), strategy, 32, 8, 8, 0.25))
+    a = np.asarray(image_reduction.patch_keep(RNG, strategy, 32, 8, 8, 0.25))
+    b = np.asarray(image_reduction.patch_keep(RNG, strategy, 32, 8, 8, 0.25))
+    c = np.asarray(image_reduction.patch_keep(jax.random.PRNGKey(1), strategy, 32, 8, 8, 0.25))
     np.testing.assert_array_equal(a, b)                     # same rng, same mask
     assert len({tuple(r) for r in a.tolist()}) > 1           # samples differ
     assert not np.array_equal(a, c)                          # another rng, other masks
-    assert tokens.patch_keep(RNG, "none", 32, 8, 8) is None
+    assert image_reduction.patch_keep(RNG, "none", 32, 8, 8) is None
 
 
 def _tiny_model(pos_emb="learn", pool="tok"):
@@ -125,7 +126,7 @@ def test_train_step_masks_and_gradients_reach_only_kept_tokens():
     state, metrics = trainer.step_fn(state, sharding.global_batch(next(it), trainer.mesh))
     assert np.isfinite(float(metrics["train/loss"]))
     changed = np.abs(np.asarray(state.params["image"]["pos_embedding"]) - before).sum(axis=1) > 0
-    keep = np.asarray(train.image_token_fn(config)(train.tokens_rng(jax.random.split(rng)[1]), 8))
+    keep = np.asarray(token_reduction.patch_keep_fn(config)(train.tokens_rng(jax.random.split(rng)[1]), 8))
     assert keep.shape == (8, 2)                            # 4x4 patches of 8 px at 32 px, keep 1/8
     expect = np.zeros(16, bool)
     expect[keep.ravel()] = True

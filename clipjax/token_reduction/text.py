@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from clipjax.data import pos_lexicon
+from clipjax.token_reduction import pos_lexicon
 from clipjax.data import tokenizer as tokenizer_lib
 
 TEXT_STRATEGIES = ("truncate", "random", "block", "syntax")
