@@ -60,7 +60,7 @@ def test_config_argument_parser():
     assert config_lib.parse_arg("sogclr,steps=10,keep=0.5,bf16=true", defaults) == {
         "loss": "sogclr", "steps": 10, "keep": 0.5, "bf16": True}
     assert config_lib.parse_arg(None, defaults) == defaults
-    with pytest.raises(ValueError, match="steps=1,lr=2"):
+    with pytest.raises(ValueError, match="lr=2.*KEY in"):
         config_lib.parse_arg("steps=1,lr=2", defaults)
 
 
