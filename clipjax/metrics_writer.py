@@ -8,13 +8,18 @@ from tensorboardX import SummaryWriter
 
 class MetricWriter:
     """Writes scalars to WORKDIR/metrics.jsonl and WORKDIR/tensorboard; a no-op where `enabled` is False
-    (processes other than 0)."""
+    (processes other than 0). A run resumed at `resume_step` first drops the rows of later steps (written after
+    that checkpoint by the run that was killed), so every step appears once."""
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         if enabled:
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            path = os.path.join(workdir, "metrics.jsonl")
+            if resume_step and os.path.exists(path):
+                truncate_after(path, resume_step)
+            self._jsonl = open(path, "a")
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                     purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -31,6 +36,21 @@ class MetricWriter:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
+
+
+def truncate_after(path: str, step: int) -> None:
+    """Keep the rows of `path` (JSON lines with 'step') up to `step`, and any torn last line out; atomic."""
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError):
+                continue  # a line cut short by the kill
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 def _jsonable(v) -> float | int | str:

@@ -65,7 +65,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
         nonfinite=jnp.where(finite, 0, state.nonfinite + 1))
     metrics = {f"train/{k}": v for k, v in metrics.items()}
     metrics.update({"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr_schedule(state.step),
-                    "train/logit_scale": jnp.exp(out["logit_scale"]), "train/skipped": 1 - finite.astype(jnp.int32)})
+                    "train/logit_scale": jnp.exp(out["logit_scale"]), "train/skipped": 1 - finite.astype(jnp.int32),
+                    "train/nonfinite_in_row": new_state.nonfinite})
     return new_state, metrics
 
 
@@ -101,46 +102,52 @@ class Trainer:
         tokens = jnp.zeros((1, self.config.data.text_length), jnp.int32)
         return self.model.init(rng, images, tokens)["params"]
 
-    def init_state(self, data_size: int) -> TrainState:
-        """Fresh state, created directly in its shardings (never materialised whole on one device)."""
+    def setup(self, data_size: int) -> TrainState:
+        """Optimiser, shardings and the jitted step for a dataset whose largest global index is data_size - 1.
+        Returns the abstract state (ShapeDtypeStructs carrying their shardings; nothing is allocated), which a
+        checkpoint restores into directly, so a model that only fits sharded can be resumed and evaluated."""
         config, mesh = self.config, self.mesh
-        rng = jax.random.PRNGKey(config.seed)
-        params_rng, state_rng = jax.random.split(rng)
-        boxed = jax.eval_shape(self._init_params, params_rng)
-        self.param_shardings = sharding.param_shardings(boxed, mesh)
-        params = jax.jit(lambda r: nn.meta.unbox(self._init_params(r)),
-                         out_shardings=self.param_shardings)(params_rng)
-        self.tx, self.lr_schedule = optim.make_optimizer(config, params)
         repl = sharding.replicated(mesh)
-        opt_abstract = jax.eval_shape(self.tx.init, params)
-        opt_shardings = optax.tree_map_params(self.tx, lambda _, s: s, opt_abstract, self.param_shardings,
+        rng = jax.random.PRNGKey(config.seed)
+        boxed = jax.eval_shape(self._init_params, jax.random.split(rng)[0])
+        self.param_shardings = sharding.param_shardings(boxed, mesh)
+        self.tx, self.lr_schedule = optim.make_optimizer(config, nn.meta.unbox(boxed))
+        init_loss_state = lambda: losses.init_loss_state(config, data_size, mesh)  # noqa: E731
+
+        def fresh(rng):
+            params_rng, state_rng = jax.random.split(rng)
+            params = nn.meta.unbox(self._init_params(params_rng))
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+                              rng=state_rng, loss_state=init_loss_state(), nonfinite=jnp.zeros((), jnp.int32))
+
+        abstract = jax.eval_shape(fresh, rng)
+        opt_shardings = optax.tree_map_params(self.tx, lambda _, s: s, abstract.opt_state, self.param_shardings,
                                               transform_non_params=lambda _: repl,
                                               is_leaf=lambda x: isinstance(x, optax.MaskedNode))
-        opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
-        loss_state = losses.init_loss_state(config, data_size, mesh)
         self.state_shardings = TrainState(
-            step=repl, params=self.param_shardings, opt_state=opt_shardings, rng=repl,
-            loss_state=jax.tree.map(lambda x: x.sharding, loss_state), nonfinite=repl)
-        state = jax.device_put(TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                                          rng=state_rng, loss_state=loss_state, nonfinite=jnp.zeros((), jnp.int32)),
-                               self.state_shardings)
+            step=repl, params=self.param_shardings, opt_state=opt_shardings, rng=repl, nonfinite=repl,
+            loss_state=jax.jit(init_loss_state).lower().compile().output_shardings)
+        # The shardings are a prefix of the state: one sharding stands for an optax.MaskedNode (the empty state of a
+        # multi_transform group), which is kept as it is.
+        self.abstract = jax.tree.map(lambda s, x: x if isinstance(x, optax.MaskedNode) else
+                                     jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state_shardings, abstract)
+        self._fresh = jax.jit(fresh, out_shardings=self.state_shardings)
         self.step_fn = jax.jit(
             functools.partial(train_step, model=self.model, tx=self.tx, loss_fn=self.loss_fn,
                               lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale,
                               image_tokens=token_reduction.patch_keep_fn(config)),
             in_shardings=(self.state_shardings, self.batch_shardings()),
             out_shardings=(self.state_shardings, repl), donate_argnums=0)
-        return state
+        return self.abstract
+
+    def init_state(self, data_size: int) -> TrainState:
+        """Fresh state (`setup` first), created directly in its shardings (never materialised whole on one device)."""
+        self.setup(data_size)
+        return self._fresh(jax.random.PRNGKey(self.config.seed))
 
     def batch_shardings(self) -> dict:
         return {"image": sharding.batch_sharding(self.mesh, 4), "tokens": sharding.batch_sharding(self.mesh, 2),
                 "index": sharding.batch_sharding(self.mesh, 1)}
-
-    def abstract_state(self, state: TrainState):
-        # The shardings are a prefix of the state: one sharding stands for an optax.MaskedNode (the empty state of a
-        # multi_transform group), which is kept as it is.
-        return jax.tree.map(lambda s, x: x if isinstance(x, optax.MaskedNode) else
-                            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state_shardings, state)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None
@@ -151,20 +158,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     prepare_workdir(workdir, config, is_main)
     trainer = Trainer(config)
     data_iter, data_size = pipeline.make_train_iterator(config)
-    state = trainer.init_state(data_size)
+    abstract = trainer.setup(data_size)
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
     start = ckpt.latest_step()
     if start is not None:
-        state = ckpt.restore(start, trainer.abstract_state(state), data_iter)
+        state = ckpt.restore(start, abstract, data_iter)
         if not ckpt.has_data_state(start):  # written by another process count: continue the global stream
             data_iter, _ = pipeline.make_train_iterator(config, start_position=start * config.batch_size)
-        logging.info("resumed from step %d of %s", start, workdir)
-    elif config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
-        state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
-                                                               config.init_text_pos))
+        message = f"resumed from step {start}: {os.path.join(ckpt.manager.directory, str(start))}"
+        logging.warning(message)
+        if is_main:
+            print(message, flush=True)
+    else:
+        state = trainer.init_state(data_size)
+        if config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
+            state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
+                                                                   config.init_text_pos))
     evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings,
                                report_dir=workdir if is_main else None)
-    writer = MetricWriter(workdir, enabled=is_main)
+    writer = MetricWriter(workdir, enabled=is_main, resume_step=start or 0)
     final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main, stop_at)
     writer.close()
     ckpt.close()
@@ -186,32 +198,31 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
     end = min(total, stop_at or total)
     bar = tqdm.tqdm(total=total, initial=start, disable=not (is_main and config.progress_bar), unit="step",
                     dynamic_ncols=True)
-    final, pending, skipped_total = {}, [], 0
+    watch = NonFiniteWatch(config.max_nonfinite_in_row, ckpt)
+    final, pending, previous = {}, [], None
     t_last, n_last = time.perf_counter(), start
     for step in range(start + 1, end + 1):
         batch = sharding.global_batch(next(data_iter), trainer.mesh)
         state, metrics = trainer.step_fn(state, batch)
+        if previous is not None:  # the previous step's flags, read while this step runs (no device stall)
+            watch.update(*previous)
+            watch.check()
+        previous = (step, metrics)
         pending.append(metrics)
         last = step == end
         if step % config.log_every_steps == 0 or last:
-            rows = jax.device_get(pending)
+            watch.update(*previous)
+            previous = None
+            m = {k: float(v) for k, v in jax.device_get(pending[-1]).items()}
             pending = []
-            skipped_total += sum(int(r["train/skipped"]) for r in rows)
-            m = {k: float(v) for k, v in rows[-1].items()}
             now = time.perf_counter()
             m["train/examples_per_sec"] = (step - n_last) * batch_size / (now - t_last)
-            m["train/skipped_total"] = skipped_total
+            m["train/skipped_total"] = watch.skipped_total
             m.update(pipeline.data_metrics(data_iter))  # bad input samples skipped so far (data/skipped_*)
             t_last, n_last = now, step
             writer.write(step, m)
             bar.set_postfix(loss=f"{m['train/loss']:.4f}", ex_s=f"{m['train/examples_per_sec']:.0f}")
-            in_row = int(jax.device_get(state.nonfinite))
-            if in_row >= config.max_nonfinite_in_row:
-                ckpt.wait()
-                raise NonFiniteLossError(
-                    f"step {step}: {in_row} consecutive non-finite losses/gradients (limit "
-                    f"config.max_nonfinite_in_row={config.max_nonfinite_in_row}); updates were skipped, the last "
-                    f"checkpoint holds the last finite state. Lower optim.lr or check the data.")
+            watch.check()
             final.update(m)
         bar.update(1)
         if evaluator.due(step, total):  # each config.evals entry at its own cadence, all at the end
@@ -236,18 +247,51 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
     return final
 
 
+class NonFiniteWatch:
+    """Counts skipped (non-finite) updates from every step's metrics and stops the run after
+    `max_in_row` in a row, naming the last checkpoint written before the streak began."""
+
+    def __init__(self, max_in_row: int, ckpt: checkpoint.Checkpointer):
+        self.max_in_row, self.ckpt = max_in_row, ckpt
+        self.skipped_total = self.in_row = self.step = 0
+
+    def update(self, step: int, metrics: dict) -> None:
+        """Read one step's flags (blocks until that step has run)."""
+        skipped, self.in_row = (int(x) for x in jax.device_get((metrics["train/skipped"],
+                                                                 metrics["train/nonfinite_in_row"])))
+        self.skipped_total += skipped
+        self.step = step
+
+    def check(self) -> None:
+        """Raise NonFiniteLossError once the streak reaches the limit."""
+        if self.in_row < self.max_in_row:
+            return
+        step, in_row = self.step, self.in_row
+        self.ckpt.wait()
+        first_bad = step - in_row + 1
+        good = [s for s in self.ckpt.manager.all_steps() if s < first_bad]
+        where = (f"the last checkpoint before them is step {max(good)} "
+                 f"({os.path.join(self.ckpt.manager.directory, str(max(good)))})" if good else
+                 "no checkpoint was written before them")
+        raise NonFiniteLossError(
+            f"step {step}: {in_row} consecutive non-finite losses/gradients since step {first_bad} (limit "
+            f"config.max_nonfinite_in_row={self.max_in_row}); those updates were skipped and {where}. Lower "
+            f"optim.lr or check the data.")
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Run every config.evals entry on the latest checkpoint in `workdir` (or, when it has none, on the params
     `config.init_from` names, e.g. converted OpenCLIP weights, as step 0); writes WORKDIR/eval_STEP.json (metrics,
     plus per-class tables under 'per_class') and returns the metrics."""
     trainer = Trainer(config)
-    state = trainer.init_state(config.data.size)
+    abstract = trainer.setup(config.data.size)
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
     step = ckpt.latest_step()
     if step is not None:
-        state = ckpt.restore(step, trainer.abstract_state(state))
+        state = ckpt.restore(step, abstract)
     elif config.init_from:
         step = 0
+        state = trainer.init_state(config.data.size)
         state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
                                                                config.init_text_pos))
     else:

@@ -1,8 +1,10 @@
 """Train step and loop on 8 simulated devices: sharding equivalence, resume, bad input."""
 import json
 import os
+import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -73,7 +75,7 @@ def test_resume_is_exact(tmp_path):
         from clipjax import checkpoint
         state = trainer.init_state(config.data.size)
         ckpt = checkpoint.Checkpointer(d, config.checkpoint)
-        params.append(ckpt.restore(20, trainer.abstract_state(state)).params)
+        params.append(ckpt.restore(20, trainer.abstract).params)
         ckpt.close()
     for x, y in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
@@ -102,6 +104,60 @@ def test_nonfinite_updates_are_skipped_then_stop(tmp_path):
     rows = _read_metrics(str(tmp_path / "run"))
     assert [r["train/skipped"] for r in rows] == [1, 1, 1]
     assert rows[-1]["train/skipped_total"] == 3
+
+
+def test_nonfinite_is_checked_every_step_and_names_the_real_checkpoint(tmp_path, monkeypatch):
+    """Non-finite losses from step 5 on, logging only every 100 steps: the run stops right after the third one
+    and names the checkpoint written before the streak (step 4), not one written during it (step 6)."""
+    make_loss = train.losses.make_loss
+
+    def poisoned(config, mesh):
+        fn = make_loss(config, mesh)
+
+        def loss(out, batch, loss_state, step):
+            value, metrics, loss_state = fn(out, batch, loss_state, step)
+            return jnp.where(step >= 4, jnp.nan, value), metrics, loss_state
+        return loss
+
+    monkeypatch.setattr(train.losses, "make_loss", poisoned)
+    config = small_config(total_steps=20, max_nonfinite_in_row=3, log_every_steps=100, checkpoint__every_steps=2)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(train.NonFiniteLossError) as e:
+        train.train_and_evaluate(config, workdir)
+    assert "step 7: 3 consecutive non-finite" in str(e.value) and "since step 5" in str(e.value)
+    assert f"step 4 ({os.path.join(workdir, 'checkpoints', '4')})" in str(e.value)
+
+
+def test_nonfinite_stop_without_any_checkpoint_says_so(tmp_path):
+    config = small_config(total_steps=10, max_nonfinite_in_row=2, model__logit_scale_init=float("nan"))
+    with pytest.raises(train.NonFiniteLossError, match="no checkpoint was written before them"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_resume_says_so_and_metrics_do_not_repeat_steps(tmp_path, capsys):
+    """A run killed after step 8 whose last checkpoint is step 5: the resumed run prints where it resumed and
+    metrics.jsonl ends with each step exactly once."""
+    config = small_config(total_steps=12, checkpoint__every_steps=5)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir, stop_at=8)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "8"))  # as if killed before that checkpoint was written
+    train.train_and_evaluate(config, workdir)
+    assert f"resumed from step 5: {os.path.join(workdir, 'checkpoints', '5')}" in capsys.readouterr().out
+    steps = [r["step"] for r in _read_metrics(workdir) if "train/loss" in r]
+    assert steps == list(range(1, 13))
+
+
+def test_resume_and_eval_restore_into_abstract_state(tmp_path, monkeypatch):
+    """Resuming and evaluating never build a fresh train state (a model that only fits sharded must restore)."""
+    config = small_config(total_steps=4, checkpoint__every_steps=2)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir, stop_at=2)
+
+    def no_fresh_state(self, data_size):
+        raise AssertionError("built a fresh state")
+    monkeypatch.setattr(train.Trainer, "init_state", no_fresh_state)
+    train.train_and_evaluate(config, workdir)
+    assert "eval/zeroshot_top1" in train.evaluate_checkpoint(config, workdir)
 
 
 def test_skipped_step_leaves_state_unchanged():

@@ -43,7 +43,7 @@ def main(argv):
     ckpt.wait()
     total = time.perf_counter() - t0
     t0 = time.perf_counter()
-    restored = ckpt.restore(1, trainer.abstract_state(state))
+    restored = ckpt.restore(1, trainer.abstract)
     jax.block_until_ready(restored)
     restore = time.perf_counter() - t0
     ckpt.close()
