@@ -9,4 +9,4 @@ from clipjax import recipes
 
 
 def get_config(arg=None):
-    return recipes.clipa_config("pretrain", ",".join(filter(None, ["model=B/16", arg or ""])))
+    return recipes.clipa_config("pretrain", arg, model="B/16")

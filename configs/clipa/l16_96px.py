@@ -8,4 +8,4 @@ from clipjax import recipes
 
 
 def get_config(arg=None):
-    return recipes.clipa_config("pretrain", ",".join(filter(None, ["model=L/16,res=96,text_len=8,text_strategy=syntax", arg or ""])))
+    return recipes.clipa_config("pretrain", arg, model="L/16@96")

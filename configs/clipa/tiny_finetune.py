@@ -10,19 +10,12 @@ from clipjax.models import sizes
 
 
 def get_config():
-    c = config_lib.default_config()
+    c = config_lib.tiny_config()
     c.total_steps = 200
-    c.batch_size = 64
-    c.data.image_size = 64
-    c.data.text_length = 16
     c.model.image = sizes.vit("mu/8", image_size=64, pool="gap", pos_emb="sincos2d")
-    c.model.text = sizes.text("mu", context_length=16)
-    c.model.embed_dim = 64
     c.optim.lr = 2e-4
     c.optim.b2 = 0.95
     c.optim.warmup_steps = 20
-    c.optim.weight_decay = 0.05
-    c.checkpoint.every_steps = 200
     c.evals.every_steps = -1
     c.init_from = "/tmp/clipa_tiny/pretrain"
     c.init_text_pos = "resize"

@@ -1,6 +1,6 @@
 """CLIPA-v2 ViT-H/14: 12.8B samples at 84 px (37 image tokens; res=70 gives 26) with 8 syntax text tokens,
 then 512M samples at 224 px with 30% random masking (30-40% published), then 128M at 336 px with 40% masking.
-Published: 81.1% IN-1k zero-shot within a $10k budget. Batch 64k; lr 8e-6 / 8e-7 x batch / 256.
+Published: 81.1% IN-1k zero-shot within a $10k budget. Batch 64k / 32k / 16k; lr 8e-6 / 4e-7 / 1e-7 x batch / 256.
 
 python -m clipjax.main --config configs/clipa/v2_h14.py --workdir PT
 python -m clipjax.main --config configs/clipa/v2_h14.py:stage=finetune --workdir FT224 --config.init_from=PT
@@ -10,4 +10,4 @@ from clipjax import recipes
 
 
 def get_config(arg=None):
-    return recipes.clipa_config("pretrain", ",".join(filter(None, ["model=H/14", arg or ""])))
+    return recipes.clipa_config("pretrain", arg, model="H/14")

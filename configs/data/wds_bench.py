@@ -6,6 +6,7 @@ Make shards (synthetic world, 256 px JPEG):
 python -m clipjax.data.benchmark --config configs/data/wds_bench.py [--config.data.path=DIR]
 """
 from clipjax import config as config_lib
+from clipjax.models import sizes
 
 
 def get_config():
@@ -16,6 +17,8 @@ def get_config():
     c.data.size = -1
     c.data.image_size = 224
     c.data.text_length = 77
+    c.model.image = sizes.vit("B/16", image_size=224)  # a valid full config; the benchmark reads only config.data
+    c.model.text = sizes.text("B", context_length=77)
     c.data.augment = "clip"
     c.data.caption_mode = "laclip"
     c.data.caption_fields = "rewrite_1,rewrite_2,rewrite_3"

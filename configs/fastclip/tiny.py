@@ -8,9 +8,9 @@ data.size examples (so it matters within a few hundred steps at batch 32).
 from clipjax import config as config_lib
 
 
-def get_config(loss: str = "fastclip_v3"):
+def get_config(arg=None):
     c = config_lib.tiny_config()
-    c.loss.name = loss or "fastclip_v3"
+    c.loss.name = config_lib.parse_arg(arg, {"loss": "fastclip_v3"})["loss"]
     c.batch_size = 32
     c.data.size = 4096
     c.loss.gamma_min = 0.2
