@@ -1,4 +1,4 @@
-"""FLOP accounting: the METHODS reference number, masking arithmetic, agreement with XLA's count."""
+"""FLOP accounting: the published reference number, masking arithmetic, agreement with XLA's count."""
 import pytest
 
 from clipjax import recipes

@@ -6,7 +6,7 @@ K is static (a Python int fixed by the strategy and the sizes), so nothing has a
 with `take_along_axis` on the batch axis, which stays batch-sharded under GSPMD. The CLS token is never
 indexed here: the ViT prepends it after the gather, so it is always kept.
 
-Strategies (METHODS section 2), each independent per sample:
+Strategies (FLIP arXiv 2212.00794 Sec. 3; CLIPA arXiv 2305.07017 Sec. 3.1), each independent per sample:
   random  uniform random subset of K patches: per-sample uniform noise [N], argsort, keep the first K (FLIP).
   grid    one patch per s x s window: a per-sample offset (dy, dx) in [0, s)^2 shared by all windows, keep
           patches (s*i + dy, s*j + dx) for i < grid_h // s, j < grid_w // s; K = (grid_h // s) * (grid_w // s).

@@ -2,8 +2,8 @@
 
 python -m clipjax.tools.flops --config configs/clipa/pretrain.py:model=L/16 [--config.data.image_size=96]
 
-Convention (METHODS section 2): forward pass, 2 FLOPs per multiply-accumulate, counting the patch embedding,
-the QKV and output projections, attention's QK^T and AV, the MLP and the head (the projection to the shared
+Convention (as CLIPA arXiv 2305.07017 and FLIP arXiv 2212.00794 count): forward pass, 2 FLOPs per
+multiply-accumulate, counting the patch embedding, the QKV and output projections, attention's QK^T and AV, the MLP and the head (the projection to the shared
 embedding, plus the attention-pooling block for pool 'map'); normalisation, softmax, activations, biases and
 the loss are not counted. With W width, M MLP width, d depth, n tokens per layer, E embedding size:
   per layer   4 n W^2 (q, k, v, out) + 2 n^2 W (QK^T, AV) + 2 n W M (MLP)          [multiply-accumulates]

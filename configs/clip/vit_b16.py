@@ -1,7 +1,7 @@
 """OpenCLIP-style ViT-B/16 CLIP at 224 px (with OpenCLIP's ln_pre, so it exports to OpenCLIP and Hugging Face),
 text tower B (512 wide, causal, EOT pooling), context 77.
 
-Optimiser per METHODS section 1 (AdamW betas (0.9, 0.98), eps 1e-6, wd 0.2, warm-up then cosine). The built-in
+Optimiser as OpenCLIP trains (mlfoundations/open_clip) (AdamW betas (0.9, 0.98), eps 1e-6, wd 0.2, warm-up then cosine). The built-in
 dataset stands in for real data here; point config.data at real shards (see README, Data) for real runs.
 python -m clipjax.main --config configs/clip/vit_b16.py --workdir DIR
 """

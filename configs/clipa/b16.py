@@ -1,4 +1,4 @@
-"""CLIPA ViT-B/16 (METHODS section 2): pre-train at 112 px (50 image tokens) with 16 truncated text tokens,
+"""CLIPA ViT-B/16 (arXiv 2305.07017): pre-train at 112 px (50 image tokens) with 16 truncated text tokens,
 then fine-tune at 224 px / 32 tokens. Published (LAION-400M, IN-1k zero-shot): 59.7% pre-FT -> 63.2% after the
 fine-tune, ~2 days on 8 A100.
 
