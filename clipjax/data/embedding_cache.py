@@ -1,0 +1,165 @@
+"""Side-car caption embeddings keyed by global dataset index (LLM2CLIP stage 2, arXiv 2411.04997 Sec. 3.2).
+
+A frozen LLM embeds every caption field of a dataset once; training then reads the embeddings in place of token ids.
+Layout of a cache folder:
+  header.json            what made it: LLM folder and fingerprint, pooling, caption fields, source fingerprints,
+                         rows (largest index + 1), width, dtype, rows per chunk
+  FIELD/CHUNK.npy        float rows [chunk_rows, dim] of one field, row r = global index CHUNK * chunk + r
+Chunks are written whole and atomically (temporary file + rename), so a killed writer leaves only complete chunks
+and a rerun writes just the missing ones, in any process layout. A reader refuses a cache whose header differs
+from what the run expects (another LLM, pooling or caption file: a stale cache) and one with missing chunks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+HEADER = "header.json"
+
+
+class CacheError(ValueError):
+    """A cache that cannot serve this run: stale (made from other inputs) or half-written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    llm: str                         # the LLM folder
+    llm_fingerprint: str             # sha256 of its config.json and weight file names and sizes
+    pooling: str                     # e.g. 'mean' (caption tokens only)
+    fields: tuple[str, ...]          # caption fields embedded, e.g. ('caption', 'rewrite_1')
+    sources: tuple[tuple[str, str], ...]  # (caption source file, fingerprint) pairs
+    size: int                        # rows: largest global index + 1
+    dim: int                         # embedding width
+    dtype: str = "float32"
+    chunk: int = 4096                # rows per chunk file
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.size // self.chunk)
+
+    def chunk_rows(self, chunk_id: int) -> int:
+        return min(self.chunk, self.size - chunk_id * self.chunk)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Header:
+        d = json.loads(text)
+        return cls(**{**d, "fields": tuple(d["fields"]), "sources": tuple(tuple(s) for s in d["sources"])})
+
+
+def file_fingerprint(path: str, content: bool = True) -> str:
+    """sha256 of a file's bytes (`content`), or of its name and size (large shards)."""
+    h = hashlib.sha256()
+    if content:
+        with open(path, "rb") as f:
+            for block in iter(functools.partial(f.read, 1 << 20), b""):
+                h.update(block)
+    else:
+        h.update(f"{os.path.basename(path)}:{os.path.getsize(path)}".encode())
+    return h.hexdigest()[:16]
+
+
+def llm_fingerprint(folder: str) -> str:
+    """sha256 of an LLM folder's config.json plus the names and sizes of its weight files."""
+    h = hashlib.sha256()
+    with open(os.path.join(folder, "config.json"), "rb") as f:
+        h.update(f.read())
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".safetensors", ".json")):
+            h.update(f"{name}:{os.path.getsize(os.path.join(folder, name))}".encode())
+    return h.hexdigest()[:16]
+
+
+def chunk_path(folder: str, field: str, chunk_id: int) -> str:
+    return os.path.join(folder, field, f"{chunk_id:06d}.npy")
+
+
+def open_for_writing(folder: str, header: Header) -> Header:
+    """Create the cache folder with `header`, or resume one whose header is identical (else CacheError)."""
+    path = os.path.join(folder, HEADER)
+    if os.path.exists(path):
+        check_header(folder, read_header(folder), header)
+        return header
+    os.makedirs(folder, exist_ok=True)
+    for field in header.fields:
+        os.makedirs(os.path.join(folder, field), exist_ok=True)
+    _atomic_write(path, header.to_json().encode())
+    return header
+
+
+def missing_chunks(folder: str, header: Header, field: str) -> list[int]:
+    return [c for c in range(header.num_chunks) if not os.path.exists(chunk_path(folder, field, c))]
+
+
+def write_chunk(folder: str, header: Header, field: str, chunk_id: int, rows: np.ndarray) -> None:
+    """Atomically write chunk `chunk_id` of `field`: rows [chunk_rows(chunk_id), dim]."""
+    want = (header.chunk_rows(chunk_id), header.dim)
+    if rows.shape != want:
+        raise ValueError(f"chunk {chunk_id} of {field!r}: rows of shape {rows.shape}, expected {want}")
+    path = chunk_path(folder, field, chunk_id)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(rows, header.dtype))
+    os.replace(tmp, path)
+
+
+def read_header(folder: str) -> Header:
+    path = os.path.join(folder, HEADER)
+    if not os.path.exists(path):
+        raise CacheError(f"{folder}: no {HEADER}; make the cache with python -m clipjax.tools.embed_captions")
+    with open(path) as f:
+        return Header.from_json(f.read())
+
+
+def check_header(folder: str, found: Header, expected: Header) -> None:
+    """CacheError naming every header field (other than size) that differs: a cache made from other inputs."""
+    diff = [f"{k}: cache {getattr(found, k)!r} vs this run {getattr(expected, k)!r}"
+            for k in ("llm_fingerprint", "pooling", "fields", "sources", "size", "dim", "dtype", "chunk")
+            if getattr(found, k) != getattr(expected, k)]
+    if diff:
+        raise CacheError(f"{os.path.join(folder, HEADER)} was made from other inputs (stale cache; delete it or "
+                         f"point to another folder):\n  " + "\n  ".join(diff))
+
+
+class EmbeddingCache:
+    """Read side: `cache(field, index)` -> float32 [dim]. Checks on opening that every chunk is present."""
+
+    def __init__(self, folder: str, expected: Header | None = None, fields: Sequence[str] | None = None):
+        self.folder, self.header = folder, read_header(folder)
+        if expected is not None:
+            check_header(folder, self.header, expected)
+        self.fields = tuple(fields) if fields is not None else self.header.fields
+        unknown = sorted(set(self.fields) - set(self.header.fields))
+        if unknown:
+            raise CacheError(f"{folder}: no embeddings of caption fields {unknown} (it has {self.header.fields})")
+        for field in self.fields:
+            missing = missing_chunks(folder, self.header, field)
+            if missing:
+                raise CacheError(f"{folder}: half-written cache, {len(missing)} of {self.header.num_chunks} chunks "
+                                 f"of {field!r} missing (first {chunk_path(folder, field, missing[0])}); rerun "
+                                 f"python -m clipjax.tools.embed_captions to finish it")
+
+    @functools.lru_cache(maxsize=64)
+    def _chunk(self, field: str, chunk_id: int) -> np.ndarray:
+        return np.load(chunk_path(self.folder, field, chunk_id), mmap_mode="r")
+
+    def __call__(self, field: str, index: int) -> np.ndarray:
+        if not 0 <= index < self.header.size:
+            raise IndexError(f"index {index} outside the cache's {self.header.size} rows ({self.folder})")
+        chunk_id, row = divmod(int(index), self.header.chunk)
+        return np.asarray(self._chunk(field, chunk_id)[row], np.float32)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
