@@ -100,3 +100,33 @@ def test_png_with_alpha_and_grey_become_rgb():
     grey = df.encode(df.image_array(2)[..., 0], "PNG")
     for data in (rgba, grey):
         assert augment.Augment("clip", 16)(data, rng())["image"].shape == (16, 16, 3)
+
+
+def test_clipa_large_jitter_matches_clipa(monkeypatch):
+    """UCSC-VLAA/CLIPA clipa_jax/transforms/ops_image.py `simclr_jitter_gray(jitter_strength=0.4)` and
+    simclr_aug.py `color_jitter`: (brightness, contrast, saturation, hue) = (0.8, 0.8, 0.8, 0.2) x 0.4, applied with
+    p 0.8 (so skipped 20% of the time); grayscale p 0.2."""
+    assert augment.simclr_jitter(augment.CLIPA_JITTER_STRENGTH) == pytest.approx((0.32, 0.32, 0.32, 0.08))
+    calls = []
+    monkeypatch.setattr(augment, "colour_jitter", lambda img, r, *amps: calls.append(amps) or img)
+    image, n = df.image_array(4, 16, 16), 2000
+    for seed in range(n):
+        augment.Augment("clipa_large", 8)(image, rng(seed))
+    assert calls and all(c == pytest.approx((0.32, 0.32, 0.32, 0.08)) for c in calls)
+    skipped = 1 - len(calls) / n
+    assert abs(skipped - 0.2) < 4 * np.sqrt(0.2 * 0.8 / n), skipped
+
+
+def test_hflip_mirrors_about_half_the_crops():
+    """FLIP trains with RandomResizedCrop (0.5, 1) + horizontal flip (facebookresearch/flip configs/default.py
+    `aug.flip = True`): with the full-image crop, each output is the plain crop or its mirror, about half each."""
+    data = df.jpeg(2, 32, 32)
+    plain = augment.Augment("clip", 32, (1.0, 1.0))(data, rng())["image"]
+    flips = []
+    for seed in range(200):
+        out = augment.Augment("clip", 32, (1.0, 1.0), hflip=True)(data, rng(seed))["image"]
+        mirrored = np.abs(out.astype(int) - plain[:, ::-1]).mean() < np.abs(out.astype(int) - plain).mean()
+        flips.append(mirrored)
+    assert 0.4 < np.mean(flips) < 0.6
+    with pytest.raises(ValueError, match="hflip.*deterministic"):
+        augment.Augment("eval", 32, hflip=True)

@@ -30,6 +30,18 @@ def test_laclip_uniform_over_original_and_rewrites_with_short_fallback():
     assert_close(freq, {FIELDS["caption"]: 0.5, FIELDS["rewrite_1"]: 0.5})
 
 
+def test_laclip_draws_empty_rewrites_then_falls_back_like_the_reference():
+    """LijieFan/LaCLIP data.py `CsvDatasetAugCap.__getitem__`: `random.choice([original, rewrite_1..K])`, then a
+    text of fewer than 2 words is replaced by the original. With rewrites ('first rewritten caption', 'second
+    rewrite', 'short', ''): P(original) = (1 + 1 + 1) / 5 = 0.6 (0.5 if the empty rewrite left the draw)."""
+    fields = {**FIELDS, "rewrite_4": ""}
+    expected = {FIELDS["caption"]: 0.6, FIELDS["rewrite_1"]: 0.2, FIELDS["rewrite_2"]: 0.2}
+    assert_close(frequencies(captions.CaptionChooser("laclip"), fields), expected)
+    # a named rewrite missing from the row counts as empty, too
+    named = captions.CaptionChooser("laclip", rewrite_fields=("rewrite_1", "rewrite_2", "rewrite_3", "absent"))
+    assert_close(frequencies(named), expected)
+
+
 def test_veclip_probability():
     freq = frequencies(captions.CaptionChooser("veclip", veclip_prob=0.3))
     assert_close(freq, {FIELDS["vec"]: 0.3, FIELDS["caption"]: 0.7})
@@ -67,7 +79,7 @@ def test_missing_or_undecodable_original_is_a_bad_sample():
         with pytest.raises(sources.BadSample) as e:
             chooser(fields, rng)
         assert e.value.reason == reason
-    # an undecodable rewrite is left out of the draw, the sample stays usable
+    # an undecodable rewrite falls back to the original, the sample stays usable
     fields = {"caption": "good original caption", "rewrite_1": b"\xff\xfe bad"}
     assert {chooser(fields, np.random.default_rng(s)) for s in range(20)} == {"good original caption"}
 

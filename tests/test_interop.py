@@ -22,17 +22,18 @@ from clipjax.models.vit import CLIP_MEAN, CLIP_STD
 from clipjax.tools import convert_weights
 
 SIZE, CTX = 32, 16
-CASES = {  # name: (ln_pre, pool, pos_emb, logit_bias)
-    "openai_style": (True, "tok", "learn", None),
-    "clipjax_gap_sincos_bias": (False, "gap", "sincos2d", -10.0),
+CASES = {  # name: (ln_pre, pool, pos_emb, logit_bias, text overrides)
+    "openai_style": (True, "tok", "learn", None, {}),
+    "clipjax_gap_sincos_bias": (False, "gap", "sincos2d", -10.0, {}),
+    "clipa_layout": (False, "gap_post_ln", "sincos2d", None, dict(causal=False, pad_mask=False, pool="last_position")),
 }
 MAX_DIFF: dict[str, float] = {}  # largest |embedding difference| per family, printed at the end of the module
 
 
-def tiny_model(ln_pre=True, pool="tok", pos_emb="learn", logit_bias=None) -> ml_collections.ConfigDict:
+def tiny_model(ln_pre=True, pool="tok", pos_emb="learn", logit_bias=None, text=None) -> ml_collections.ConfigDict:
     m = clip.model_config()
     m.image = sizes.vit("mu/8", image_size=SIZE, pool=pool, pos_emb=pos_emb, ln_pre=ln_pre)
-    m.text = sizes.text("mu", context_length=CTX)
+    m.text = sizes.text("mu", context_length=CTX, **(text or {}))
     m.embed_dim = 32
     m.logit_bias_init = logit_bias
     return m
@@ -126,13 +127,22 @@ def test_configs_round_trip_and_known_architectures():
     assert h14.image.num_heads == 16 and h14.image.ln_pre and h14.image.pool == "tok"
 
 
-def test_clipa_and_quickgelu_need_allow_inexact():
-    clipa = configs.resolve_openclip_config("ViT-H-14-CLIPA")
-    with pytest.raises(configs.InexactConversion, match="final_ln_after_pool"):
-        configs.model_from_openclip(clipa)
-    m = configs.model_from_openclip(clipa, allow_inexact=True)
-    assert (m.image.pool, m.image.ln_pre, m.text.causal, m.text.pool, m.text.vocab_size, m.text.context_length) == \
-        ("gap", False, False, "last", 32000, 32)
+def test_clipa_configs_convert_exactly_and_quickgelu_needs_allow_inexact():
+    """OpenCLIP's CLIPA configs (open_clip model_configs/ViT-*-CLIPA.json: vision 'avg' + final_ln_after_pool, text
+    no_causal_mask + pool_type 'last', no pad mask in open_clip/transformer.py) map to clipjax's CLIPA layout."""
+    m = configs.model_from_openclip(configs.resolve_openclip_config("ViT-H-14-CLIPA"))
+    assert (m.image.pool, m.image.ln_pre, m.text.causal, m.text.pad_mask, m.text.pool, m.text.vocab_size,
+            m.text.context_length) == ("gap_post_ln", False, False, False, "last_position", 32000, 32)
+    oc = configs.openclip_from_model(m)
+    assert (oc["vision_cfg"]["pool_type"], oc["vision_cfg"]["final_ln_after_pool"], oc["text_cfg"]["pool_type"],
+            oc["text_cfg"]["no_causal_mask"]) == ("avg", True, "last", True)
+    assert configs.model_from_openclip(oc) == m
+    with pytest.raises(configs.InexactConversion, match="pad_mask"):
+        configs.openclip_from_model(tiny_model(text=dict(causal=False, pool="first")))
+    with pytest.raises(configs.InexactConversion, match="last non-pad"):
+        configs.openclip_from_model(tiny_model(text=dict(pool="last")))
+    with pytest.raises(ValueError, match="gap_with_cls"):
+        configs.openclip_from_model(tiny_model(pool="gap_with_cls"))
     with pytest.raises(configs.InexactConversion, match="QuickGELU"):
         configs.model_from_openclip({**configs.resolve_openclip_config("ViT-B-32"), "quick_gelu": True})
     with pytest.raises(ValueError, match="no exact Hugging Face"):
@@ -178,8 +188,8 @@ def test_openclip_model_gives_clipjax_embeddings(case, tmp_path):
     pytest.importorskip("torch")
     open_clip = pytest.importorskip("open_clip")
     import torch
-    ln_pre, pool, pos_emb, bias = CASES[case]
-    model = tiny_model(ln_pre, pool, pos_emb, bias)
+    ln_pre, pool, pos_emb, bias, text = CASES[case]
+    model = tiny_model(ln_pre, pool, pos_emb, bias, text)
     flat = random_params(model, seed=1, patch_bias=True)
     convert_weights.save("openclip", flat, model, str(tmp_path))
     oc = open_clip.create_model(f"local-dir:{tmp_path}").eval()   # real open_clip code, strict load
@@ -265,25 +275,26 @@ def test_native_openclip_weights_import_exactly(pool, tmp_path):
     assert d_img < 1e-4 and d_txt < 1e-4
 
 
-def test_clipa_text_tower_is_exact_without_padding_and_vision_is_not():
-    """CLIPA-style config (avg pool + LN after pool, bidirectional text pooled at the last position): imported with
-    --allow_inexact, the text tower matches on unpadded inputs; the vision tower differs (LN order), as documented."""
+def test_native_openclip_clipa_layout_imports_exactly():
+    """A CLIPA-style OpenCLIP model (open_clip/transformer.py: vision 'avg' pooling with final_ln_after_pool, text
+    no_causal_mask attending to padding, pool_type 'last' = the last position) gives clipjax's embeddings on padded
+    text, as UCSC-VLAA/CLIPA clipa_jax/models/{vit,text_transformer}.py compute them."""
     torch = pytest.importorskip("torch")
     cfg = _tiny_openclip_cfg(no_ln_pre=True, pool_type="avg", final_ln_after_pool=True)
     cfg["text_cfg"].update(vocab_size=1000, no_causal_mask=True, pool_type="last")
     oc = _native_openclip(cfg, seed=5)
-    model = configs.model_from_openclip(cfg, allow_inexact=True)
+    model = configs.model_from_openclip(cfg)
     params = weights.from_torch_layout({k: v.numpy() for k, v in oc.state_dict().items()}, model, "openclip")
     images, _ = inputs(5)
-    tokens = np.random.default_rng(5).integers(1, 1000, (3, CTX)).astype(np.int32)  # no padding
+    tokens = np.random.default_rng(5).integers(1, 1000, (3, CTX)).astype(np.int32)
+    tokens[0, 5:], tokens[1, 12:] = 0, 0                                 # rows 0 and 1 padded
     zimg, ztxt = clipjax_embeddings(model, params, images, tokens)
     with torch.no_grad():
         timg = oc.encode_image(torch_images(images), normalize=True).numpy()
         ttxt = oc.encode_text(torch.from_numpy(tokens).long(), normalize=True).numpy()
-    d_txt = float(np.abs(ttxt - ztxt).max())
-    record("openclip_import/clipa_text_unpadded", d_txt)
-    assert d_txt < 1e-4
-    assert float(np.abs(timg - zimg).max()) > 1e-3
+    d_img, d_txt = float(np.abs(timg - zimg).max()), float(np.abs(ttxt - ztxt).max())
+    record("openclip_import/clipa_layout", d_img, d_txt)
+    assert d_img < 1e-4 and d_txt < 1e-4
 
 
 def test_named_architectures_match_open_clip_configs():

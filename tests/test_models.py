@@ -106,19 +106,25 @@ def test_param_counts_b16():
     assert set(params) == {"image", "text", "logit_scale"}
 
 
-def test_sincos_2d():
-    gh, gw, width = 3, 5, 16
+def test_sincos_2d_follows_big_vision():
+    """google-research/big_vision big_vision/models/vit.py `posemb_sincos_2d` (as UCSC-VLAA/CLIPA
+    clipa_jax/models/vit.py): rows [sin(x w), cos(x w), sin(y w), cos(y w)], x the column, y the row, row-major,
+    w_k = 10000^(-k / (W/4 - 1)). Values for W = 16 on a 2 x 3 grid worked out from that formula by hand."""
+    gh, gw, width = 2, 3, 16
     pos = sincos_2d(gh, gw, width)
     assert pos.shape == (gh * gw, width) and pos.dtype == np.float32
+    # (row 0, column 1): x = 1 in the first half, y = 0 in the second; w = (1, 10^(-4/3), 10^(-8/3), 1e-4)
+    np.testing.assert_allclose(pos[1], [0.84147098, 0.04639922, 0.00215443, 0.00010000,
+                                        0.54030231, 0.99892298, 0.99999768, 1.0, 0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
+    # (row 1, column 2) = index 5
+    np.testing.assert_allclose(pos[5], [0.90929743, 0.09269850, 0.00430886, 0.00020000,
+                                        -0.41614684, 0.99569422, 0.99999072, 0.99999998,
+                                        0.84147098, 0.04639922, 0.00215443, 0.00010000,
+                                        0.54030231, 0.99892298, 0.99999768, 1.0], atol=1e-7)
     grid = pos.reshape(gh, gw, width)
-    h_half, w_half = grid[..., : width // 2], grid[..., width // 2:]
-    np.testing.assert_allclose(h_half, np.broadcast_to(h_half[:, :1], h_half.shape))   # depends on h only
-    np.testing.assert_allclose(w_half, np.broadcast_to(w_half[:1], w_half.shape))       # depends on w only
-    sin, cos = h_half[..., : width // 4], h_half[..., width // 4:]
-    np.testing.assert_allclose(sin ** 2 + cos ** 2, 1.0, atol=1e-6)
-    np.testing.assert_allclose(pos[0], np.r_[np.zeros(4), np.ones(4), np.zeros(4), np.ones(4)], atol=1e-7)
-    np.testing.assert_allclose(grid[1, 0, 0], np.sin(1.0), atol=1e-6)   # k = 0: omega = 1
-    assert len(np.unique(pos.round(5), axis=0)) == gh * gw                # every position distinct
+    x_half, y_half = grid[..., : width // 2], grid[..., width // 2:]
+    np.testing.assert_allclose(x_half, np.broadcast_to(x_half[:1], x_half.shape))   # depends on the column only
+    np.testing.assert_allclose(y_half, np.broadcast_to(y_half[:, :1], y_half.shape))  # depends on the row only
     with pytest.raises(ValueError):
         sincos_2d(2, 2, 6)
 
@@ -172,6 +178,55 @@ def test_image_pool_variants(batch, pool, pos_emb):
     assert zimg.shape == (4, 32) and np.all(np.isfinite(zimg))
     if pos_emb == "sincos2d":   # fixed embedding follows the input grid: 64 px works with the same params
         assert enc(variables, jnp.zeros((1, 64, 64, 3), jnp.uint8)).shape == (1, 32)
+
+
+def tower_with_blocks(cfg, variables, tower, inputs):
+    """(unnormalised tower output, last block's output before the final LayerNorm, tower params)."""
+    model = clip.build_model(cfg)
+    apply = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, y: getattr(m, tower)(y),
+                                             capture_intermediates=True, mutable=["intermediates"]))
+    out, state = apply(variables, inputs)
+    enc = state["intermediates"][tower]["encoder"]
+    last = enc[f"block{getattr(cfg, tower).depth - 1}"]["__call__"][0]
+    return np.asarray(out), np.asarray(last), jax.tree.map(np.asarray, nn.unbox(variables)["params"][tower])
+
+
+def ln_final(x, p):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * p["encoder"]["ln_final"]["scale"] + p["encoder"]["ln_final"]["bias"]
+
+
+@pytest.mark.parametrize("pool", ["tok", "gap", "gap_post_ln", "gap_with_cls"])
+def test_image_pool_layouts(tiny, batch, pool):
+    """Pooling of the last block's tokens x [B, 1+N, W] with the final LayerNorm LN: 'gap_post_ln' = LN(mean of
+    patches) as UCSC-VLAA/CLIPA clipa_jax/models/vit.py pool_type='gap' (OpenCLIP open_clip/transformer.py 'avg' with
+    final_ln_after_pool); 'gap_with_cls' = mean of LN(x) over all tokens, CLS included, as facebookresearch/flip
+    models_flip.py (img_avg_token). Same parameter tree for all four."""
+    cfg = tiny_config()
+    cfg.image.pool = pool
+    out, x, p = tower_with_blocks(cfg, tiny[1], "image", batch[0])
+    pooled = {"tok": lambda: ln_final(x, p)[:, 0], "gap": lambda: ln_final(x, p)[:, 1:].mean(1),
+              "gap_post_ln": lambda: ln_final(x[:, 1:].mean(1), p),
+              "gap_with_cls": lambda: ln_final(x, p).mean(1)}[pool]()
+    np.testing.assert_allclose(out, pooled @ p["proj"]["kernel"], atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["last_position", "first"])
+def test_text_without_pad_mask_attends_to_padding(tiny, pool):
+    """UCSC-VLAA/CLIPA clipa_jax/models/text_transformer.py (pool_type='last': `x[:, -1]`) and facebookresearch/flip
+    models_flip.py (position 0) run their bidirectional text encoder without any attention mask."""
+    cfg = tiny_config()
+    cfg.text.update(causal=False, pad_mask=False, pool=pool)
+    tokens = make_tokens(np.random.default_rng(3), [3, 6, 8], seq_len=8)
+    out, x, p = tower_with_blocks(cfg, tiny[1], "text", tokens)
+    position = {"last_position": -1, "first": 0}[pool]
+    np.testing.assert_allclose(out, ln_final(x, p)[:, position] @ p["proj"]["kernel"], atol=1e-5)
+    enc = text_encoder(clip.build_model(cfg), tiny[1])
+    assert np.abs(enc(jnp.pad(tokens, ((0, 0), (0, 8))))[:2] - enc(tokens)[:2]).max() > 1e-3  # padding is attended
+    masked = tiny_config()
+    masked.text.update(causal=False, pool=pool)
+    np.testing.assert_allclose(text_encoder(clip.build_model(masked), tiny[1])(tokens[2:]), enc(tokens[2:]),
+                               atol=1e-6)  # a row without padding: the same with and without the pad mask
 
 
 # ---------------------------------------------------------------- patch_keep

@@ -1,16 +1,18 @@
 """Image decoding and augmentation presets with PIL; out: uint8 [S,S,3] (normalised later, on the device).
 
-Presets (METHODS sections 2 and 6):
+Presets (CLIPA arXiv 2305.07017, SLIP arXiv 2112.12750, "Scaling (down) CLIP" arXiv 2404.08197):
 - 'none':        the image as it is when already S x S (the built-in world), else the eval transform.
 - 'eval':        resize the shorter side to S (bicubic) and take the centre S x S.
 - 'clip':        RandomResizedCrop, area scale `crop_scale` (default (0.9, 1)), aspect ratio in [3/4, 4/3].
-- 'clipa_large': RandomResizedCrop (0.4, 1), colour jitter 0.4 (brightness, contrast, saturation) p 0.8, grayscale p 0.2.
+- 'clipa_large': RandomResizedCrop (0.4, 1), then CLIPA's SimCLR-v2 colour distortion at strength 0.4: colour jitter
+                 (brightness, contrast, saturation, hue) = (0.32, 0.32, 0.32, 0.08) with p 0.8, grayscale p 0.2.
 - 'randaug':     RandomResizedCrop (0.08, 1) + horizontal flip + RandAugment (N ops at magnitude M of 10).
 - 'stacked_randaug': RandomResizedCrop + flip, then RandAugment applied twice, each round with its magnitude drawn
                  uniformly from [0, M] (so mild and strong versions of the same image are both seen).
 - 'simclr':      the CLIP view RandomResizedCrop (0.5, 1) as 'image', plus two SimCLR views ('views' [2,S,S,3]):
                  RandomResizedCrop (0.08, 1), flip, colour jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2,
                  Gaussian blur sigma in [0.1, 2] p 0.5 (SLIP).
+`hflip` adds a horizontal flip (p 0.5) to 'clip' and 'clipa_large' (FLIP trains with crop (0.5, 1) + flip).
 JPEGs are decoded in PIL's draft mode at the smallest DCT scale (1/1 .. 1/8) that still covers the crop at S
 pixels, which is where most of the speed comes from. Undecodable, truncated or over-large images raise
 BadSample.
@@ -30,6 +32,9 @@ from clipjax.data.sources import BadSample
 PRESETS = ("none", "eval", "clip", "clipa_large", "randaug", "stacked_randaug", "simclr")
 DEFAULT_SCALE = {"clip": (0.9, 1.0), "clipa_large": (0.4, 1.0), "randaug": (0.08, 1.0),
                  "stacked_randaug": (0.08, 1.0), "simclr": (0.5, 1.0)}
+# CLIPA (UCSC-VLAA/CLIPA clipa_jax/transforms/ops_image.py `simclr_jitter_gray(jitter_strength=0.4)`)
+CLIPA_JITTER_STRENGTH = 0.4
+CLIPA_JITTER_P, CLIPA_GRAYSCALE_P = 0.8, 0.2
 _BICUBIC = Image.Resampling.BICUBIC
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
@@ -123,6 +128,12 @@ def colour_jitter(img: Image.Image, rng: np.random.Generator, brightness: float,
     return img
 
 
+def simclr_jitter(strength: float) -> tuple[float, float, float, float]:
+    """SimCLR's colour-jitter amplitudes for `strength` s: (brightness, contrast, saturation, hue) =
+    (0.8 s, 0.8 s, 0.8 s, 0.2 s) (UCSC-VLAA/CLIPA clipa_jax/transforms/simclr_aug.py `color_jitter`)."""
+    return 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
+
+
 def shift_hue(img: Image.Image, turns: float) -> Image.Image:
     hsv = np.array(img.convert("HSV"))
     hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(round(turns * 255))) % 256
@@ -196,6 +207,7 @@ class Augment:
     randaug_magnitude: float = 9.0
     max_pixels: int = 89_478_485  # PIL's default decompression-bomb limit
     interpolation: str = "bicubic"  # of the crop resize: 'bicubic' (OpenCLIP) or 'bilinear' (faster)
+    hflip: bool = False  # horizontal flip with p 0.5 after the crop of 'clip' / 'clipa_large' (FLIP)
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -203,6 +215,8 @@ class Augment:
         if self.crop_scale and not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
             raise ValueError(f"config.data.crop_scale = {self.crop_scale!r}: expected (min, max) with 0 < min <= max "
                              "<= 1, or () for the preset's default")
+        if self.hflip and self.preset in ("none", "eval"):
+            raise ValueError(f"config.data.hflip = True: the {self.preset!r} preset is deterministic; use 'clip'")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"config.data.interpolation = {self.interpolation!r}: expected one of "
                              f"{tuple(INTERPOLATIONS)}")
@@ -224,10 +238,12 @@ class Augment:
             clip_view = full.resize((s, s), _BICUBIC, box=random_crop_box(*full.size, self.scale, rng))
             return {"image": np.asarray(clip_view), "views": views}
         out = crop_resize(img, random_crop_box(*img.size, self.scale, rng), s, INTERPOLATIONS[self.interpolation])
+        if self.hflip and preset in ("clip", "clipa_large") and rng.random() < 0.5:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if preset == "clipa_large":
-            if rng.random() < 0.8:
-                out = colour_jitter(out, rng, 0.4, 0.4, 0.4, 0.0)
-            if rng.random() < 0.2:
+            if rng.random() < CLIPA_JITTER_P:
+                out = colour_jitter(out, rng, *simclr_jitter(CLIPA_JITTER_STRENGTH))
+            if rng.random() < CLIPA_GRAYSCALE_P:
                 out = grayscale(out)
         elif preset in ("randaug", "stacked_randaug"):
             if rng.random() < 0.5:

@@ -4,11 +4,13 @@ Modes over an example's caption fields ({name: text}, 'caption' being the origin
 - 'original': the original caption.
 - 'mixed':    uniform over every caption field (the built-in world's phrasings and rewrites).
 - 'laclip':   uniform over [original, rewrite_1..K] (LaCLIP); `rewrite_fields` names the rewrites (default: every
-              field whose name starts with 'rewrite').
+              field whose name starts with 'rewrite'). As in LaCLIP (LijieFan/LaCLIP data.py `CsvDatasetAugCap`), an
+              empty, missing or undecodable rewrite is drawn like any other and then falls back to the original.
 - 'veclip':   the visual-enriched caption (field `veclip_field`) with probability p, else the AltText (VeCLIP).
 - 'weighted': field f with probability w_f / sum of the weights of the fields the example has.
 In 'mixed', 'laclip' and 'weighted', a draw of fewer than 2 words falls back to the original caption.
-Empty or missing optional fields are left out of the draw; a missing original caption makes the sample bad.
+Otherwise ('mixed', 'weighted', 'veclip') empty or missing optional fields are left out of the draw; a missing
+original caption makes the sample bad.
 """
 from __future__ import annotations
 
@@ -77,11 +79,11 @@ class CaptionChooser:
         else:
             if self.mode == "laclip":
                 rewrites = self.rewrite_fields or tuple(sorted(n for n in fields if n.startswith("rewrite")))
-                pool = ["caption", *(n for n in rewrites if _optional(fields.get(n)))]
+                pool = ["caption", *rewrites]
             else:  # mixed
                 pool = ["caption", *(n for n in fields if n != "caption" and _optional(fields.get(n)))]
             name = pool[int(rng.integers(len(pool)))]
-        choice = original if name == "caption" else _optional(fields[name])
+        choice = original if name == "caption" else _optional(fields.get(name)) or ""
         return choice if len(choice.split()) >= 2 else original
 
 

@@ -1,14 +1,18 @@
 """Model configs across clipjax (`config.model`), OpenCLIP (model_cfg JSON) and Hugging Face (`CLIPConfig`).
 
-What maps exactly (same embeddings): ViT with class-token ('tok') or mean-of-patches ('gap' = OpenCLIP 'avg' with
-LayerNorm before pooling) pooling, with or without ln_pre, learned or fixed position embedding; causal text with
-EOT (argmax) pooling; exact GELU; logit scale and bias.
-What maps only approximately (refused unless `allow_inexact`), e.g. OpenCLIP's CLIPA configs:
-  - vision `pool_type='avg'` with `final_ln_after_pool=True` (LayerNorm after the mean; clipjax normalises first);
-  - bidirectional text (`no_causal_mask`): OpenCLIP attends to padding, clipjax masks it; and text `pool_type='last'`
-    (OpenCLIP: the last position, clipjax: the last non-pad token). Equal only on inputs without padding;
+What maps exactly (same embeddings): ViT with class-token ('tok'), mean-of-patches ('gap' = OpenCLIP 'avg' with
+LayerNorm before pooling) or mean-then-LayerNorm ('gap_post_ln' = OpenCLIP 'avg' with `final_ln_after_pool`, the
+CLIPA layout) pooling, with or without ln_pre, learned or fixed position embedding; causal text with EOT (argmax),
+first or last-position pooling; bidirectional text (`no_causal_mask`) attending to padding (clipjax
+`pad_mask=False`) with first or last-position (`pool_type='last'` = clipjax 'last_position') pooling, so OpenCLIP's
+CLIPA configs convert exactly; exact GELU; logit scale and bias.
+What maps only approximately (refused unless `allow_inexact`):
+  - clipjax bidirectional text with `pad_mask=True` (OpenCLIP attends to padding) and clipjax text pool 'last' (the
+    last non-pad token; OpenCLIP's 'last' is the last position). Equal only on inputs without padding;
+  - OpenCLIP text `pool_type='eos'` (clipjax pools at the largest token id);
   - QuickGELU (OpenAI's original weights, `*-quickgelu` configs, HF `hidden_act='quick_gelu'`): clipjax uses GELU.
-Not convertible: attentional pooling, LayerScale, timm or Hugging Face towers, custom attention blocks, CoCa.
+Not convertible: attentional pooling, clipjax 'gap_with_cls' (FLIP) and text 'mean' pooling, LayerScale, timm or
+Hugging Face towers, custom attention blocks, CoCa.
 """
 from __future__ import annotations
 
@@ -46,8 +50,8 @@ def _text(width: int, heads: int, layers: int, clipa: bool = False) -> dict:
     return cfg
 
 
-# OpenCLIP model configs of the families this tool knows by name (sizes: METHODS section 1). Any other OpenCLIP
-# config can be given as a JSON file (--model_config).
+# OpenCLIP model configs of the families this tool knows by name (sizes: OpenCLIP's model_configs, arXiv
+# 2212.07143). Any other OpenCLIP config can be given as a JSON file (--model_config).
 ARCHITECTURES: dict[str, dict] = {
     "ViT-B-32": dict(embed_dim=512, vision_cfg=_vision(224, 12, 768, 32), text_cfg=_text(512, 8, 12)),
     "ViT-B-16": dict(embed_dim=512, vision_cfg=_vision(224, 12, 768, 16), text_cfg=_text(512, 8, 12)),
@@ -134,8 +138,6 @@ def model_from_openclip(oc: dict, allow_inexact: bool = False) -> ml_collections
     pool = v.get("pool_type", "tok")
     if pool not in ("tok", "avg"):
         raise ValueError(f"vision_cfg.pool_type {pool!r}: expected 'tok' or 'avg'")
-    if pool == "avg" and v.get("final_ln_after_pool"):
-        notes.append("vision pool 'avg' with final_ln_after_pool: LayerNorm after the mean (clipjax: before)")
     size, patch = v.get("image_size", 224), v.get("patch_size", 16)
     if isinstance(size, (list, tuple)):
         if size[0] != size[1]:
@@ -144,21 +146,19 @@ def model_from_openclip(oc: dict, allow_inexact: bool = False) -> ml_collections
     width = v.get("width", 768)
     image = _tower(width, v.get("layers", 12), int(width * v.get("mlp_ratio", 4.0)),
                    _heads(width, v.get("head_width", 64)), patch_size=patch, image_size=size, pos_emb="learn",
-                   pool="tok" if pool == "tok" else "gap", ln_pre=not v.get("no_ln_pre", False))
+                   pool="tok" if pool == "tok" else "gap_post_ln" if v.get("final_ln_after_pool") else "gap",
+                   ln_pre=not v.get("no_ln_pre", False))
     causal = not t.get("no_causal_mask", False)
-    if not causal:
-        notes.append("bidirectional text: OpenCLIP attends to padding tokens, clipjax masks them")
     tpool = t.get("pool_type", "argmax")
-    if tpool == "last":
-        notes.append("text pool 'last': OpenCLIP takes the last position, clipjax the last non-pad token")
-    elif tpool == "eos":
+    if tpool == "eos":
         notes.append("text pool 'eos': clipjax pools at the largest token id instead")
-    elif tpool not in ("argmax", "first"):
+    elif tpool not in ("argmax", "first", "last"):
         raise ValueError(f"text_cfg.pool_type {tpool!r}: not convertible")
     twidth = t.get("width", 512)
     text = _tower(twidth, t.get("layers", 12), int(twidth * t.get("mlp_ratio", 4.0)), t.get("heads", 8),
                   vocab_size=t.get("vocab_size", 49408), context_length=t.get("context_length", 77), causal=causal,
-                  pool={"argmax": "eot", "eos": "eot", "first": "first", "last": "last"}[tpool])
+                  pad_mask=causal or bool(t.get("use_pad_mask", False)),
+                  pool={"argmax": "eot", "eos": "eot", "first": "first", "last": "last_position"}[tpool])
     _finish(notes, allow_inexact, "this OpenCLIP config in clipjax")
     model = clip_lib.model_config()
     model.image, model.text = ml_collections.ConfigDict(image), ml_collections.ConfigDict(text)
@@ -177,22 +177,23 @@ def _mlp_ratio(mlp_dim: int, width: int) -> float:
 def openclip_from_model(model: ml_collections.ConfigDict, allow_inexact: bool = False) -> dict:
     """clipjax `config.model` -> OpenCLIP model config (the `model_cfg` of an open_clip_config.json)."""
     img, txt = model.image, model.text
-    if img.pool == "map":
-        raise ValueError("config.model.image.pool 'map' (attention pooling) has no OpenCLIP equivalent")
+    if img.pool in ("map", "gap_with_cls"):
+        raise ValueError(f"config.model.image.pool {img.pool!r} has no OpenCLIP equivalent")
     if txt.pool == "mean":
         raise ValueError("config.model.text.pool 'mean' has no OpenCLIP equivalent")
     notes = []
-    if not txt.causal:
-        notes.append("bidirectional text: clipjax masks padding, OpenCLIP attends to it")
+    if not txt.causal and txt.pad_mask:
+        notes.append("bidirectional text with pad_mask: clipjax masks padding, OpenCLIP attends to it")
     if txt.pool == "last":
         notes.append("text pool 'last': clipjax takes the last non-pad token, OpenCLIP the last position")
     _finish(notes, allow_inexact, "this clipjax model in OpenCLIP")
     vision = dict(image_size=img.image_size, layers=img.depth, width=img.width, patch_size=img.patch_size,
                   head_width=img.width // img.num_heads, mlp_ratio=_mlp_ratio(img.mlp_dim, img.width),
-                  no_ln_pre=not img.ln_pre, pool_type="tok" if img.pool == "tok" else "avg", final_ln_after_pool=False)
+                  no_ln_pre=not img.ln_pre, pool_type="tok" if img.pool == "tok" else "avg",
+                  final_ln_after_pool=img.pool == "gap_post_ln")
     text = dict(context_length=txt.context_length, vocab_size=txt.vocab_size, width=txt.width, heads=txt.num_heads,
                 layers=txt.depth, mlp_ratio=_mlp_ratio(txt.mlp_dim, txt.width), no_causal_mask=not txt.causal,
-                pool_type={"eot": "argmax", "first": "first", "last": "last"}[txt.pool])
+                pool_type={"eot": "argmax", "first": "first", "last": "last", "last_position": "last"}[txt.pool])
     cfg = dict(embed_dim=model.embed_dim, quick_gelu=False, vision_cfg=vision, text_cfg=text)
     if model.logit_bias_init is not None:
         cfg["init_logit_bias"] = float(model.logit_bias_init)
@@ -243,7 +244,7 @@ def model_from_hf(hf: dict, allow_inexact: bool = False) -> ml_collections.Confi
                    image_size=v.get("image_size", 224), pos_emb="learn", pool="tok", ln_pre=True)
     text = _tower(t.get("hidden_size", 512), t.get("num_hidden_layers", 12), t.get("intermediate_size", 2048),
                   t.get("num_attention_heads", 8), vocab_size=t.get("vocab_size", 49408),
-                  context_length=t.get("max_position_embeddings", 77), causal=True, pool="eot")
+                  context_length=t.get("max_position_embeddings", 77), causal=True, pad_mask=True, pool="eot")
     model = clip_lib.model_config()
     model.image, model.text = ml_collections.ConfigDict(image), ml_collections.ConfigDict(text)
     model.embed_dim = proj

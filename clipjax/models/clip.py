@@ -66,12 +66,16 @@ class CLIP(nn.Module):
 
 
 def _tower_kwargs(cfg: ml_collections.ConfigDict, cls: type[nn.Module], key: str) -> dict:
-    """ConfigDict -> constructor kwargs for `cls`, failing on missing or unknown fields."""
-    fields = {f.name for f in dataclasses.fields(cls)} - {"embed_dim", "dtype", "remat", "parent", "name"}
+    """ConfigDict -> constructor kwargs for `cls`, failing on unknown fields and on missing ones without a default
+    (a field added later, e.g. text `pad_mask`, takes its default in configs saved before it existed)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {k: f for k, f in fields.items() if k not in ("embed_dim", "dtype", "remat", "parent", "name")}
     given = dict(cfg)
-    if set(given) != fields:
-        raise ValueError(f"config.model.{key}: missing {sorted(fields - set(given))}, "
-                         f"unknown {sorted(set(given) - fields)}; build it with clipjax.models.sizes")
+    missing = sorted(k for k, f in fields.items() if k not in given and f.default is dataclasses.MISSING)
+    unknown = sorted(set(given) - set(fields))
+    if missing or unknown:
+        raise ValueError(f"config.model.{key}: missing {missing}, unknown {unknown}; build it with "
+                         f"clipjax.models.sizes")
     return given
 
 

@@ -30,8 +30,8 @@ TEXT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 VIT_POS_EMB = ("sincos2d", "learn")
-VIT_POOL = ("tok", "gap", "map")
-TEXT_POOL = ("eot", "last", "mean", "first")
+VIT_POOL = ("tok", "gap", "gap_post_ln", "gap_with_cls", "map")
+TEXT_POOL = ("eot", "last", "last_position", "mean", "first")
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any], what: str) -> ml_collections.ConfigDict:
@@ -45,7 +45,8 @@ def vit(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
     """ViT image tower config for `variant` = "NAME/PATCH", e.g. "B/16", "mu/8".
 
     Fields: width, depth, mlp_dim, num_heads, patch_size, image_size (224), pos_emb ('learn' | 'sincos2d';
-    default 'learn' as in OpenAI CLIP, FLIP/CLIPA configs set 'sincos2d'), pool ('tok' | 'gap' | 'map'),
+    default 'learn' as in OpenAI CLIP, FLIP/CLIPA configs set 'sincos2d'), pool ('tok' | 'gap' | 'gap_post_ln' |
+    'gap_with_cls' | 'map'; see clipjax.models.vit: CLIPA's layout is 'gap_post_ln', FLIP's 'gap_with_cls'),
     ln_pre (False; True adds OpenAI/OpenCLIP's LayerNorm before the encoder, needed for Hugging Face export).
     """
     name, sep, patch = variant.partition("/")
@@ -66,14 +67,16 @@ def text(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
     """Text tower config for `variant` in TEXT_SIZES, e.g. "B".
 
     Fields: width, depth, mlp_dim (4 x width), num_heads, vocab_size (49408), context_length (77),
-    causal (True: OpenAI causal mask; False: bidirectional with a padding mask), pool ('eot' | 'last' |
-    'mean' | 'first').
+    causal (True: OpenAI causal mask; False: bidirectional), pad_mask (bidirectional only: True masks padding keys,
+    False attends to every position as CLIPA, FLIP and OpenCLIP's `no_causal_mask` towers do), pool ('eot' | 'last' |
+    'last_position' | 'mean' | 'first'; see clipjax.models.text: CLIPA's layout is causal=False, pad_mask=False,
+    pool='last_position', FLIP's causal=False, pad_mask=False, pool='first').
     """
     if variant not in TEXT_SIZES:
         raise ValueError(f"text variant {variant!r}: expected one of {list(TEXT_SIZES)}")
     width, depth, heads = TEXT_SIZES[variant]
     cfg = _apply(dict(width=width, depth=depth, mlp_dim=4 * width, num_heads=heads, vocab_size=49408,
-                      context_length=77, causal=True, pool="eot"), overrides, f"text({variant!r})")
+                      context_length=77, causal=True, pad_mask=True, pool="eot"), overrides, f"text({variant!r})")
     if cfg.pool not in TEXT_POOL:
         raise ValueError(f"text pool {cfg.pool!r}: expected one of {TEXT_POOL}")
     return cfg

@@ -6,9 +6,13 @@ of a learned position embedding [context_length, width] (normal, std 0.01) -> pr
 
 Masking: `causal` uses a causal mask only (OpenAI CLIP: padding sits to the right of the EOT token, and
 causal attention never looks right, so an EOT-pooled output ignores it). Otherwise attention is
-bidirectional with pad keys masked out.
+bidirectional, with pad keys masked out when `pad_mask`, or over every position, padding included, when not
+(UCSC-VLAA/CLIPA clipa_jax/models/text_transformer.py and facebookresearch/flip models_flip.py call their encoder
+without a mask; OpenCLIP's `no_causal_mask` tower does the same).
 Pooling: 'eot' = the position of the largest token id in the row (OpenAI: EOT 49407 is the largest id);
-'last' = the last non-pad position; 'mean' = mean over non-pad positions; 'first' = position 0.
+'last' = the last non-pad position; 'last_position' = position L-1 of the padded row, whatever it holds
+(CLIPA's pool_type='last', `x[:, -1]`; OpenCLIP pool_type='last'); 'mean' = mean over non-pad positions;
+'first' = position 0 (FLIP, txt_avg_token=False).
 """
 import flax.linen as nn
 import jax
@@ -28,6 +32,7 @@ class TextTransformer(nn.Module):
     vocab_size: int
     context_length: int
     causal: bool
+    pad_mask: bool
     pool: str
     embed_dim: int
     dtype: Dtype = jnp.float32
@@ -49,19 +54,21 @@ class TextTransformer(nn.Module):
         if self.causal:
             mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
         else:
-            mask = valid[:, None, None, :]
+            mask = valid[:, None, None, :] if self.pad_mask else None
         x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, name="encoder")(x, mask)
         rows = jnp.arange(b)
         if self.pool == "eot":
             x = x[rows, jnp.argmax(tokens, axis=-1)]
         elif self.pool == "last":
             x = x[rows, length - 1 - jnp.argmax(valid[:, ::-1], axis=-1)]
+        elif self.pool == "last_position":
+            x = x[:, -1]
         elif self.pool == "mean":
             w = valid.astype(jnp.float32)[..., None]
             x = (jnp.sum(x.astype(jnp.float32) * w, axis=1) / jnp.maximum(w.sum(axis=1), 1.0)).astype(self.dtype)
         elif self.pool == "first":
             x = x[:, 0]
         else:
-            raise ValueError(f"pool {self.pool!r}: expected 'eot', 'last', 'mean' or 'first'")
+            raise ValueError(f"pool {self.pool!r}: expected 'eot', 'last', 'last_position', 'mean' or 'first'")
         return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                         kernel_init=logical(dense_init, "embed", "proj"), name="proj")(x)

@@ -8,36 +8,43 @@ gather -> prepend CLS -> [LayerNorm 'ln_pre' if `ln_pre` (OpenAI/OpenCLIP)] -> p
 Position embeddings: 'sincos2d' is fixed and recomputed for the input's grid (so any resolution works);
 'learn' is a parameter [grid^2, width] (normal, std 0.02) for grid = image_size // patch_size, and the input
 grid must match it. The CLS token has no position embedding.
-Pooling: 'tok' = CLS output; 'gap' = mean of the patch outputs (CLS excluded); 'map' = attention pooling
-of the patch outputs with a learned probe query, followed by a residual MLP (big_vision MAPHead).
+Pooling of the encoder's tokens x [B, 1+N, W] (CLS first), each with the one final LayerNorm LN ('ln_final'):
+  'tok'          LN(x)[:, 0], the CLS output.
+  'gap'          mean_n LN(x)[:, 1:], patches only (OpenCLIP pool_type='avg').
+  'gap_post_ln'  LN(mean_n x[:, 1:]): mean first, then LN (UCSC-VLAA/CLIPA clipa_jax/models/vit.py pool_type='gap';
+                 OpenCLIP pool_type='avg' with final_ln_after_pool=True).
+  'gap_with_cls' mean over all 1+N tokens of LN(x), CLS included (facebookresearch/flip models_flip.py,
+                 img_avg_token=True).
+  'map'          attention pooling of LN(x)[:, 1:] with a learned probe query, then a residual MLP (big_vision
+                 MAPHead).
+The parameter tree is the same for every pooling except 'map' (which adds 'map_head').
 """
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 
-from clipjax.models.layers import Attention, Dtype, Encoder, Mlp, dense_init, layer_norm, logical, zeros
+from clipjax.models.layers import Attention, Block, Dtype, Encoder, Mlp, dense_init, layer_norm, logical, zeros
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def sincos_2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
-    """Fixed 2-D sin-cos position embedding, [grid_h * grid_w, width] float32, row-major over (h, w).
+    """Fixed 2-D sin-cos position embedding, [grid_h * grid_w, width] float32, row-major over (row y, column x).
 
-    The first width/2 channels encode the row h, the last width/2 the column w; each half is
-    [sin(p * omega_k), cos(p * omega_k)] with omega_k = temperature^(-k / (width/4)), k < width/4.
+    big_vision's convention (google-research/big_vision big_vision/models/vit.py `posemb_sincos_2d`, also
+    UCSC-VLAA/CLIPA clipa_jax/models/vit.py): channels are [sin(x w), cos(x w), sin(y w), cos(y w)], each block
+    width/4 wide, with x the column, y the row and w_k = temperature^(-k / (width/4 - 1)), k = 0 .. width/4 - 1.
     """
-    if width % 4:
-        raise ValueError(f"sincos_2d needs width divisible by 4, got {width}")
-    omega = 1.0 / temperature ** (np.arange(width // 4, dtype=np.float64) / (width // 4))
-    h, w = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
-
-    def enc(pos: np.ndarray) -> np.ndarray:
-        angles = pos.reshape(-1, 1) * omega[None]
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-    return np.concatenate([enc(h), enc(w)], axis=1).astype(np.float32)
+    if width % 4 or width < 8:
+        raise ValueError(f"sincos_2d needs a width divisible by 4 and at least 8, got {width}")
+    omega = 1.0 / temperature ** (np.arange(width // 4, dtype=np.float64) / (width // 4 - 1))
+    y, x = np.mgrid[:grid_h, :grid_w]
+    xw, yw = x.reshape(-1, 1) * omega, y.reshape(-1, 1) * omega
+    return np.concatenate([np.sin(xw), np.cos(xw), np.sin(yw), np.cos(yw)], axis=1).astype(np.float32)
 
 
 def normalise_images(images: jax.Array) -> jax.Array:
@@ -59,6 +66,23 @@ class MapHead(nn.Module):
         y = Attention(self.num_heads, self.dtype, name="attn")(probe, x)
         y = y + Mlp(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "ln")(y))
         return y[:, 0]
+
+
+class PoolThenNormEncoder(Encoder, kw_only=True):
+    """`Encoder` whose final LayerNorm comes after `pool` ([B, L, W] -> [B, W]); same parameter tree as `Encoder`."""
+    pool: Callable[[jax.Array], jax.Array]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        block = nn.remat(Block) if self.remat else Block
+        for i in range(self.depth):
+            x = block(self.mlp_dim, self.num_heads, self.dtype, name=f"block{i}")(x, mask)
+        return layer_norm(self.dtype, "ln_final")(self.pool(x))
+
+
+def mean_of_patches(x: jax.Array) -> jax.Array:
+    """[B, 1+N, W] -> [B, W]: mean over the N patch tokens (the CLS token at position 0 left out)."""
+    return jnp.mean(x[:, 1:], axis=1)
 
 
 class VisionTransformer(nn.Module):
@@ -105,14 +129,21 @@ class VisionTransformer(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype)[None], (b, 1, self.width)), x], axis=1)
         if self.ln_pre:
             x = layer_norm(self.dtype, "ln_pre")(x)
-        x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, name="encoder")(x)
-        if self.pool == "tok":
-            x = x[:, 0]
-        elif self.pool == "gap":
-            x = jnp.mean(x[:, 1:], axis=1)
-        elif self.pool == "map":
-            x = MapHead(self.mlp_dim, self.num_heads, self.dtype, name="map_head")(x[:, 1:])
+        if self.pool == "gap_post_ln":   # the mean comes before the encoder's final LayerNorm
+            x = PoolThenNormEncoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat,
+                                    pool=mean_of_patches, name="encoder")(x)
         else:
-            raise ValueError(f"pool {self.pool!r}: expected 'tok', 'gap' or 'map'")
+            x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, name="encoder")(x)
+            if self.pool == "tok":
+                x = x[:, 0]
+            elif self.pool == "gap":
+                x = mean_of_patches(x)
+            elif self.pool == "gap_with_cls":
+                x = jnp.mean(x, axis=1)
+            elif self.pool == "map":
+                x = MapHead(self.mlp_dim, self.num_heads, self.dtype, name="map_head")(x[:, 1:])
+            else:
+                raise ValueError(f"pool {self.pool!r}: expected 'tok', 'gap', 'gap_post_ln', 'gap_with_cls' or "
+                                 "'map'")
         return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                         kernel_init=logical(dense_init, "embed", "proj"), name="proj")(x)
