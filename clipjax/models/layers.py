@@ -7,6 +7,7 @@ to mesh axes. Names used here: dense kernels ('embed', 'mlp') / ('mlp', 'embed')
 Initialisation: xavier_uniform for every dense kernel, zeros for biases, ones/zeros for LayerNorm.
 Computation runs in `dtype` with float32 parameters; attention softmax and LayerNorm statistics are float32.
 """
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -93,16 +94,20 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    """`depth` pre-LN blocks followed by a final LayerNorm; each block is rematerialised if `remat`."""
+    """`depth` pre-LN blocks followed by a final LayerNorm; each block is rematerialised if `remat`.
+    `pool_before_norm` ([B, L, W] -> [B, W]) pools the tokens before that LayerNorm (CLIPA's 'gap' layout)."""
     depth: int
     mlp_dim: int
     num_heads: int
     dtype: Dtype = jnp.float32
     remat: bool = False
+    pool_before_norm: Callable[[jax.Array], jax.Array] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         block = nn.remat(Block) if self.remat else Block
         for i in range(self.depth):
             x = block(self.mlp_dim, self.num_heads, self.dtype, name=f"block{i}")(x, mask)
+        if self.pool_before_norm is not None:
+            x = self.pool_before_norm(x)
         return layer_norm(self.dtype, "ln_final")(x)

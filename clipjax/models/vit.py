@@ -19,14 +19,12 @@ Pooling of the encoder's tokens x [B, 1+N, W] (CLS first), each with the one fin
                  MAPHead).
 The parameter tree is the same for every pooling except 'map' (which adds 'map_head').
 """
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 
-from clipjax.models.layers import Attention, Block, Dtype, Encoder, Mlp, dense_init, layer_norm, logical, zeros
+from clipjax.models.layers import Attention, Dtype, Encoder, Mlp, dense_init, layer_norm, logical, zeros
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -66,18 +64,6 @@ class MapHead(nn.Module):
         y = Attention(self.num_heads, self.dtype, name="attn")(probe, x)
         y = y + Mlp(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "ln")(y))
         return y[:, 0]
-
-
-class PoolThenNormEncoder(Encoder, kw_only=True):
-    """`Encoder` whose final LayerNorm comes after `pool` ([B, L, W] -> [B, W]); same parameter tree as `Encoder`."""
-    pool: Callable[[jax.Array], jax.Array]
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        block = nn.remat(Block) if self.remat else Block
-        for i in range(self.depth):
-            x = block(self.mlp_dim, self.num_heads, self.dtype, name=f"block{i}")(x, mask)
-        return layer_norm(self.dtype, "ln_final")(self.pool(x))
 
 
 def mean_of_patches(x: jax.Array) -> jax.Array:
@@ -130,8 +116,8 @@ class VisionTransformer(nn.Module):
         if self.ln_pre:
             x = layer_norm(self.dtype, "ln_pre")(x)
         if self.pool == "gap_post_ln":   # the mean comes before the encoder's final LayerNorm
-            x = PoolThenNormEncoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat,
-                                    pool=mean_of_patches, name="encoder")(x)
+            x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat,
+                        pool_before_norm=mean_of_patches, name="encoder")(x)
         else:
             x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, name="encoder")(x)
             if self.pool == "tok":
