@@ -39,10 +39,11 @@ def byte_to_unicode() -> dict[int, str]:
     return table
 
 
-def clean_text(text: str) -> str:
-    """ftfy fix, HTML unescape twice, collapse whitespace runs to one space, strip, lower-case."""
+def clean_text(text: str, lower: bool = True) -> str:
+    """ftfy fix, HTML unescape twice, collapse whitespace runs to one space, strip, lower-case (if `lower`)."""
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return _WHITESPACE.sub(" ", text).strip().lower()
+    text = _WHITESPACE.sub(" ", text).strip()
+    return text.lower() if lower else text
 
 
 def _load_merges() -> list[tuple[str, str]]:

@@ -16,13 +16,11 @@ Random draws use the numpy Generator the pipeline passes (grain's per-example rn
 and differ per epoch.
 """
 import functools
-import html
 
-import ftfy
 import numpy as np
 
-from clipjax.token_reduction import pos_lexicon
 from clipjax.data import tokenizer as tokenizer_lib
+from clipjax.token_reduction import pos_lexicon
 
 TEXT_STRATEGIES = ("truncate", "random", "block", "syntax")
 
@@ -49,9 +47,8 @@ def caption_words(caption: str) -> list[str]:
     """The caption's words, capitalisation kept: the CLIP tokenizer's pre-tokens of its cleaned text (ftfy, HTML
     unescape, whitespace collapsed, but not lower-cased), a run of adjacent digits joined into one number ('2019',
     one word as for NLTK's word_tokenize). Their BPE pieces, concatenated, are `tok.encode(caption)`."""
-    text = html.unescape(html.unescape(ftfy.fix_text(caption))).strip()
     words, end = [], -1
-    for match in tokenizer_lib._PATTERN.finditer(tokenizer_lib._WHITESPACE.sub(" ", text).strip()):
+    for match in tokenizer_lib._PATTERN.finditer(tokenizer_lib.clean_text(caption, lower=False)):
         word = match.group()
         if word.isdigit() and match.start() == end and words[-1].isdigit():
             words[-1] += word
