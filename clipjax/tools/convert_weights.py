@@ -12,8 +12,8 @@ Inputs: clipjax = a converted folder, a training workdir (latest checkpoint + it
 folder or a step folder; openclip = a weights file or a folder with open_clip_config.json (the architecture from
 there, --model NAME or --model_config JSON); hf = a CLIPModel folder (config.json + weights).
 A converted clipjax folder starts a run: `--config configs/from_converted.py:FOLDER` (or config.init_from=FOLDER).
-Conversions that would change the embeddings (QuickGELU, CLIPA's pooling/padding, see clipjax.interop.configs) are
-refused unless --allow_inexact.
+Conversions that would change the embeddings (QuickGELU, see clipjax.interop.configs) are refused unless
+--allow_inexact.
 """
 from __future__ import annotations
 
