@@ -36,10 +36,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.tokenizer = "clip_bpe"  # 'clip_bpe' or a local Hugging Face tokenizer directory
     c.data.augment = "none"        # 'none' | 'eval' | 'clip' | 'clipa_large' | 'randaug' | 'stacked_randaug' | 'simclr'
     c.data.crop_scale = ()         # RandomResizedCrop area scale (min, max); () = the preset's default
+    c.data.hflip = False           # random horizontal flip on top of the preset (FLIP); randaug/simclr flip anyway
     c.data.randaug_layers = 2
     c.data.randaug_magnitude = 9.0
     c.data.interpolation = "bicubic"  # crop resize: 'bicubic' (OpenCLIP) or 'bilinear' (faster)
     c.data.max_image_pixels = 89_478_485  # larger images are skipped (decompression-bomb guard)
+    c.data.max_skip_rate = 0.5     # stop when more than this fraction of a window of 10,000 samples is skipped
     c.data.image_root = ""         # CSV: directory the image paths are relative to
     c.data.csv_header = False      # CSV: first row names the columns
     c.data.csv_path_column = "0"   # CSV: column (position, or name with a header) of the image path
@@ -72,12 +74,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.gamma_min = 0.2         # u <- (1-gamma) u + gamma g: gamma 1 in epoch 0, cosine to gamma_min ...
     c.loss.gamma_decay_epochs = 18  # ... over this many epochs (epochs of data.size examples), gamma_min after
     c.loss.tau_init = 0.03         # per-sample temperature init (isogclr, fastclip_v2)
-    c.loss.tau_lr = 2e-4           # temperature lr: fastclip_v3 AdamW on log(1/tau); per-sample Adam for v2
-    c.loss.tau_b1 = 0.9
-    c.loss.tau_b2 = 0.999
-    c.loss.tau_weight_decay = 0.0  # fastclip_v3 temperature AdamW
-    c.loss.tau_lr_drop_below = 0.03  # fastclip_v3: tau_lr / 3 from the first step with tau <= this
-    c.loss.tau_grad_clip = 5.0     # per-sample temperature gradient clipped to +-this (fastclip_v2)
+    c.loss.tau_lr = 2e-4           # temperature lr: fastclip_v3 AdamW on log(1/tau); per-sample step (v2, isogclr)
+    c.loss.tau_weight_decay = 0.0  # fastclip_v3 temperature AdamW (its betas and eps are optim.b1, b2, eps)
+    c.loss.tau_lr_drop_below = 0.03  # fastclip_v3: tau_lr / 3 at every step with tau <= this (checked each step)
+    c.loss.tau_grad = "reference"  # fastclip_v3 temperature gradient: reference (FastCLIP code) | formula (d/dtau F)
+    c.loss.tau_grad_clip = 5.0     # per-sample temperature gradient clipped to +-this (fastclip_v2, isogclr)
+    c.loss.isogclr_beta_u = 0.9    # isogclr: per-sample tau step m <- (1 - this) m + this * grad, tau -= tau_lr * m
     c.loss.shard_state_above = 1 << 22  # per-sample state longer than this is sharded by index range
 
     c.optim = ml_collections.ConfigDict()
@@ -104,6 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 500
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
+    c.checkpoint.on_corrupt = "fallback"  # damaged latest step: 'fallback' (warn, resume the newest intact) | 'refuse'
 
     c.log_every_steps = 10
     c.max_nonfinite_in_row = 5     # stop after this many consecutive skipped (non-finite) updates
@@ -128,6 +131,33 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.init_from = ""               # multi-stage: a workdir or checkpoint step dir to take params from (clipjax.finetune)
     c.init_text_pos = "resize"     # text pos-emb of another length: 'resize' (linear) | 'extend' | 'reinit'
+
+    c.llm = ml_collections.ConfigDict()  # LLM2CLIP stage 1: a decoder LM -> caption embedder (clipjax.llm_train)
+    c.llm.stage = "clm"            # 'clm' (next-token pre-training of a tiny LM from scratch) | 'mntp' (LLM2Vec masked
+    #                                next-token, bidirectional, LoRA) | 'cc' (caption contrastive, bidirectional, LoRA)
+    c.llm.folder = ""              # mntp / cc: input Hugging Face folder (the previous stage's output, or a Llama)
+    c.llm.output = ""              # Hugging Face folder written at the end ('' = WORKDIR/hf)
+    c.llm.data = "builtin"         # 'builtin' (the synthetic world, data.size images) or a CSV with columns short,long
+    #                                (cc); clm / mntp: CSVs (both columns) and .txt files (a text a line), comma-separated
+    c.llm.max_length = 64          # tokens per text (left-padded with eos; longer texts are cut)
+    c.llm.pad_bucket = 0           # > 0: pad each batch to its longest row rounded up to this (fewer padded tokens)
+    c.llm.dtype = "float32"        # compute and base-weight dtype ('bfloat16' for 8B); adapters + optimiser float32
+    c.llm.remat = False            # recompute each decoder layer in the backward pass
+    c.llm.scratch = ml_collections.ConfigDict(dict(  # clm: the tiny Llama built from scratch
+        hidden_size=64, intermediate_size=192, num_layers=2, num_heads=4, num_kv_heads=2))
+    c.llm.lora_rank = 16           # mntp / cc adapters on lora_targets (LLM2Vec / LLM2CLIP: r 16, alpha 32, p 0.05)
+    c.llm.lora_alpha = 32.0
+    c.llm.lora_dropout = 0.05
+    c.llm.lora_targets = "q,k,v,o,gate,up,down"
+    c.llm.mask_prob = 0.2          # mntp: fraction of tokens selected (LLM2Vec)
+    c.llm.mask_replace_prob = 0.8  # mntp: selected -> mask token; of the rest half random, half unchanged (1: all masked)
+    c.llm.mask_token = ""          # mntp: '' = the tokenizer's mask token, else '_' (LLM2Vec's choice for Llama)
+    c.llm.pairs = "short_long"     # cc: pair kinds per row, drawn uniformly: short_long, paraphrase (built-in only)
+    c.llm.instruction_to_long = "Given a caption, retrieve a detailed relevant caption: "
+    c.llm.instruction_to_short = "Given a detailed caption, retrieve a short relevant caption: "
+    c.llm.scale = 50.0             # cc: logits = cosine x scale (tau 0.02)
+    c.llm.eval_examples = 256      # held-out captions (built-in eval split, or the CSV's last rows, not trained on)
+    c.llm.eval_every_steps = 0     # evaluate before training, at the end and every N steps (<= 0: no others)
     return c
 
 

@@ -1,12 +1,13 @@
 """Command line: python -m clipjax.main --config configs/NAME.py --workdir DIR [--mode train|eval]
 [--config.key=value ...]."""
 import json
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clipjax import distributed, train, validation
+from clipjax import checkpoint, distributed, train, validation, workdir
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/NAME.py[:arg]).",
@@ -35,10 +36,13 @@ def main(argv):
                            FLAGS.num_cpu_devices, FLAGS.heartbeat_timeout)
     config = FLAGS.config
     validation.validate(config, jax.device_count())
-    if FLAGS.mode == "train":
-        metrics = train.train_and_evaluate(config, FLAGS.workdir)
-    else:
-        metrics = train.evaluate_checkpoint(config, FLAGS.workdir)
+    try:
+        if FLAGS.mode == "train":
+            metrics = train.train_and_evaluate(config, FLAGS.workdir)
+        else:
+            metrics = train.evaluate_checkpoint(config, FLAGS.workdir)
+    except (workdir.WorkdirLockedError, checkpoint.CorruptCheckpointError) as e:  # one line, no trace
+        sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith("eval/")}))
 

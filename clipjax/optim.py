@@ -1,7 +1,6 @@
 """Optimiser: optax chain with weight-decay mask, schedules, gradient clipping and frozen parameter groups."""
 import math
 import re
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,34 +89,29 @@ def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.Gra
 
 
 def temperature_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """FastCLIP-v3's temperature update: AdamW on log(1/tau) at the constant lr `loss.tau_lr`, divided by 3 from
-    the first step at which tau <= `loss.tau_lr_drop_below` on. The bounds tau in [exp(-loss.max_logit_scale), 1]
-    are the train step's clamp of logit_scale to [0, max_logit_scale]."""
-    lc = config.loss
+    """FastCLIP-v3's temperature update (the reference's 'step_thresh' lr schedule): AdamW on log(1/tau) with the
+    model optimiser's betas and eps (optim.b1, b2, eps) at the constant lr `loss.tau_lr`, divided by 3 at every
+    step whose tau (before the update) is <= `loss.tau_lr_drop_below`; checked anew each step, so the full rate
+    returns if tau rises again. The bounds tau in [exp(-loss.max_logit_scale), 1] are the train step's clamp of
+    logit_scale to [0, max_logit_scale]."""
+    lc, o = config.loss, config.optim
     return optax.chain(
-        optax.adamw(lc.tau_lr, b1=lc.tau_b1, b2=lc.tau_b2, eps=1e-8, weight_decay=lc.tau_weight_decay),
-        scale_once_at_least(math.log(1.0 / lc.tau_lr_drop_below), 1.0 / 3.0))
+        optax.adamw(lc.tau_lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=lc.tau_weight_decay),
+        scale_where_at_least(math.log(1.0 / lc.tau_lr_drop_below), 1.0 / 3.0))
 
 
-class ScaleOnceState(NamedTuple):
-    hit: jax.Array  # bool []: some step saw a parameter >= the threshold
-
-
-def scale_once_at_least(threshold: float, factor: float) -> optax.GradientTransformation:
-    """Multiply updates by `factor` from the first step whose (pre-update) parameters include a value >= threshold
-    on (a latch, stored in the optimiser state so it survives checkpoints)."""
+def scale_where_at_least(threshold: float, factor: float) -> optax.GradientTransformation:
+    """Multiply the updates by `factor` at a step whose (pre-update) parameters include a value >= threshold.
+    Stateless: a pure function of the current parameters (state optax.EmptyState())."""
 
     def init(params):
         del params
-        return ScaleOnceState(hit=jnp.zeros((), bool))
+        return optax.EmptyState()
 
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("scale_once_at_least needs the parameters")
-        hit = state.hit
-        for p in jax.tree.leaves(params):
-            hit = hit | jnp.any(p >= threshold)
-        updates = jax.tree.map(lambda u: jnp.where(hit, factor * u, u), updates)
-        return updates, ScaleOnceState(hit=hit)
+            raise ValueError("scale_where_at_least needs the parameters")
+        hit = jnp.any(jnp.stack([jnp.any(p >= threshold) for p in jax.tree.leaves(params)]))
+        return jax.tree.map(lambda u: jnp.where(hit, factor * u, u), updates), state
 
     return optax.GradientTransformation(init, update)

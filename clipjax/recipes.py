@@ -201,6 +201,8 @@ def fastclip_config(arg: str | None = None, dataset: str = "cc3m") -> ml_collect
     c.loss.gamma_decay_epochs = s["gamma_epochs"]
     c.loss.rho = s["rho"]
     c.loss.tau_lr = s["tau_lr"]
+    if c.loss.name in ("sogclr", "isogclr"):  # their code's constant gamma (Optimization-AI/iSogCLR); no schedule
+        c.loss.gamma_min = 0.8
     if c.loss.name in ("fastclip_v2", "isogclr"):  # per-sample temperatures (CC3M script: lr 0.0133, rho 7)
         c.loss.tau_lr, c.loss.tau_init = 0.0133, 0.03
         c.loss.rho = 7.0 if a["dataset"] == "cc3m" else s["rho"]

@@ -15,7 +15,7 @@ import optax
 import tqdm
 
 from clipjax import (checkpoint, config as config_lib, distributed, finetune, losses, optim, sharding, token_reduction,
-                     validation)
+                     validation, workdir as workdir_lib)
 from clipjax.data import pipeline
 from clipjax.evaluate.suite import SuiteEvaluator
 from clipjax.metrics_writer import MetricWriter
@@ -152,42 +152,40 @@ class Trainer:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None
                        ) -> dict[str, float]:
-    """Train for the configured steps in `workdir`, resuming from its latest checkpoint; returns final metrics.
-    `stop_at`: leave after that step (checkpointed), as a preempted run would, without changing the schedule."""
+    """Train for the configured steps in `workdir`, resuming from its latest intact checkpoint; returns final
+    metrics. The workdir is locked for the run (a second run on it refuses to start). `stop_at`: leave after that
+    step (checkpointed), as a preempted run would, without changing the schedule."""
     is_main = jax.process_index() == 0
-    prepare_workdir(workdir, config, is_main)
-    trainer = Trainer(config)
-    data_iter, data_size = pipeline.make_train_iterator(config)
-    abstract = trainer.setup(data_size)
-    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
-    start = ckpt.latest_step()
-    if start is not None:
-        state = ckpt.restore(start, abstract, data_iter)
-        if not ckpt.has_data_state(start):  # written by another process count: continue the global stream
-            data_iter, _ = pipeline.make_train_iterator(config, start_position=start * config.batch_size)
-        message = f"resumed from step {start}: {os.path.join(ckpt.manager.directory, str(start))}"
-        logging.warning(message)
-        if is_main:
-            print(message, flush=True)
-    else:
-        state = trainer.init_state(data_size)
-        if config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
-            state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
-                                                                   config.init_text_pos))
-    evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings,
-                               report_dir=workdir if is_main else None)
-    writer = MetricWriter(workdir, enabled=is_main, resume_step=start or 0)
-    final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main, stop_at)
-    writer.close()
-    ckpt.close()
+    with workdir_lib.acquire_lock(workdir, is_main):
+        prepare_workdir(workdir, config, is_main)
+        trainer = Trainer(config)
+        data_iter, data_size = pipeline.make_train_iterator(config)
+        abstract = trainer.setup(data_size)
+        ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
+        start, state = ckpt.restore_latest(abstract, data_iter)
+        if start is not None:
+            if not ckpt.has_data_state(start):  # written by another process count: continue the global stream
+                data_iter, _ = pipeline.make_train_iterator(config, start_position=start * config.batch_size)
+            message = f"resumed from step {start}: {os.path.join(ckpt.manager.directory, str(start))}"
+            logging.warning(message)
+            if is_main:
+                print(message, flush=True)
+        else:
+            state = trainer.init_state(data_size)
+            if config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
+                state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
+                                                                       config.init_text_pos))
+        evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings,
+                                   report_dir=workdir if is_main else None)
+        writer = MetricWriter(workdir, enabled=is_main, resume_step=start or 0)
+        final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main, stop_at)
+        writer.close()
+        ckpt.close()
     return final
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, is_main: bool) -> None:
-    """Create `workdir` (fail clearly if it is a file) and save the resolved config in it."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise NotADirectoryError(f"--workdir {workdir!r} exists and is not a directory")
-    os.makedirs(workdir, exist_ok=True)
+    """Save the resolved config in `workdir` (created and locked by `workdir.acquire_lock`)."""
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -285,16 +283,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     plus per-class tables under 'per_class') and returns the metrics."""
     trainer = Trainer(config)
     abstract = trainer.setup(config.data.size)
-    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
-    step = ckpt.latest_step()
-    if step is not None:
-        state = ckpt.restore(step, abstract)
-    elif config.init_from:
+    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint, read_only=True)  # beside a running training
+    step, state = ckpt.restore_latest(abstract)
+    if step is None and config.init_from:
         step = 0
         state = trainer.init_state(config.data.size)
         state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
                                                                config.init_text_pos))
-    else:
+    elif step is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} (and no config.init_from)")
     evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)
     metrics = {f"eval/{k}": v for k, v in evaluator(state.params).items()}

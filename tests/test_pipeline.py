@@ -121,14 +121,6 @@ def test_bad_input_is_skipped_and_counted(tmp_path):
         "data/skipped_total": 7}
 
 
-def test_data_without_usable_samples_stops_with_a_message(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "_MAX_SKIPS_IN_ROW", 20)
-    df.write_tar(str(tmp_path / "bad.tar"), [m for i in range(5) for m in df.sample_members(i, image=b"junk")])
-    it, _ = pipeline.make_train_iterator(df.data_config("webdataset", str(tmp_path / "bad.tar"), size=-1), 0, 1)
-    with pytest.raises(RuntimeError, match=r"unusable \{'bad_image': 20\}"):
-        next(it)
-
-
 def test_resume_gives_identical_batches(shards, csv_files):
     d, path, rewrites = csv_files
     configs = [wds_config(shards, caption_mode="laclip"),

@@ -12,7 +12,9 @@ state (Orbax, with the train state) continues exactly. Batches: image uint8 [b,H
 the 'simclr' preset), tokens int32 [b,L], index int32 [b].
 """
 import dataclasses
+import itertools
 import os
+from collections.abc import Iterable
 
 import grain
 import jax
@@ -29,8 +31,9 @@ from clipjax.data.hf_tokenizer import get_tokenizer
 from clipjax.data.tokenizer import ClipTokenizer
 
 SOURCES = ("synthetic", "webdataset", "csv", "arrayrecord", "tfds")
-SKIPPED_KEY = "_skipped"  # per-batch skip counts travelling from the workers; popped by SkipCounter
-_MAX_SKIPS_IN_ROW = 10_000  # this many bad samples without a good one stops the run (the data is unusable)
+SKIPPED_KEY = "_skipped"  # per-batch skip report travelling from the workers (SkipCountingBatch); popped by SkipCounter
+_SKIP_RATE_WINDOW = 10_000  # the skip rate is checked over consecutive windows of this many samples
+_STARTUP_SAMPLES = 16  # at start-up, one of this process's first samples must be usable
 
 
 def tokenizer() -> ClipTokenizer:
@@ -54,6 +57,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "'clip_bpe' or a local Hugging Face tokenizer directory")
     require(d.num_epochs == -1 or d.num_epochs > 0, "data.num_epochs", "-1 (forever) or a positive count")
     require(d.max_image_pixels > 0, "data.max_image_pixels", "a positive pixel count")
+    require(0 <= d.max_skip_rate < 1, "data.max_skip_rate", "a fraction in [0, 1) of samples that may be skipped")
     require(d.text_length >= 3, "data.text_length", "at least 3 (SOT, one token, EOT)")
 
 
@@ -84,8 +88,9 @@ def example_rng(seed: int, epoch: int, index: int, stream: int) -> np.random.Gen
 
 @dataclasses.dataclass(frozen=True)
 class Skipped:
-    """A sample the transform could not use; counted by `SkipCountingBatch`."""
+    """A sample the transform could not use; counted by `SkipCountingBatch`. `detail` names the file and problem."""
     reason: str
+    detail: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +107,7 @@ class TrainTransform:
 
     def __call__(self, raw: dict | sources.BadSample) -> dict | Skipped:
         if isinstance(raw, sources.BadSample):
-            return Skipped(raw.reason)
+            return Skipped(raw.reason, str(raw))
         index, epoch = int(raw["index"]), int(raw.get("epoch", 0))
         if 0 < self.max_index <= index:
             raise ValueError(f"sample {raw.get('key')!r} has index {index} >= config.data.size = {self.max_index}; "
@@ -111,7 +116,7 @@ class TrainTransform:
             caption = self.chooser(raw["captions"], example_rng(self.seed, epoch, index, 0))
             out = self.augment(raw["image"], example_rng(self.seed, epoch, index, 1))
         except sources.BadSample as e:
-            return Skipped(e.reason)
+            return Skipped(e.reason, f"{raw.get('file', raw.get('key'))}: {e}")
         out["tokens"] = self.tokens(caption, example_rng(self.seed, epoch, index, 2))
         out["index"] = np.int32(index)
         if self.debug:
@@ -136,7 +141,7 @@ class _LoadAndTransform:
         try:
             raw = self.source[position]
         except sources.BadSample as e:
-            return Skipped(e.reason)
+            return Skipped(e.reason, str(e))
         return self.transform({**raw, "epoch": epoch})
 
 
@@ -150,8 +155,10 @@ class _WithEpoch:
 
 class SkipCountingBatch(grain.IterDataset):
     """Batches of `batch_size` good examples (stacked; a trailing partial batch is dropped); each batch carries
-    SKIPPED_KEY: int64 [len(SKIP_REASONS)] counts of the samples skipped while it was filled (at the end of a
-    finite stream, a last batch may hold only those counts)."""
+    SKIPPED_KEY: {'counts': int64 [len(SKIP_REASONS)] samples skipped while it was filled, 'examples': str
+    [len(SKIP_REASONS)] the first skip's detail per reason ('' if none), 'read': int64 [] samples read}. Skips are
+    also reported in batches of that report only: at the end of a finite stream, and every `batch_size` skips while
+    no good example is held."""
 
     def __init__(self, parent: grain.IterDataset, batch_size: int):
         super().__init__(parent)
@@ -167,24 +174,22 @@ class _SkipCountingBatchIterator(grain.DatasetIterator):
         self.batch_size = batch_size
 
     def __next__(self) -> dict:
-        rows, counts = [], np.zeros(len(sources.SKIP_REASONS), np.int64)
+        rows, counts, examples = [], np.zeros(len(sources.SKIP_REASONS), np.int64), [""] * len(sources.SKIP_REASONS)
         while len(rows) < self.batch_size:
             x = next(self._parent, None)
             if x is None:  # end of a finite stream: report the last skips in a batch without rows
                 if counts.any():
-                    return {SKIPPED_KEY: counts}
+                    return _skip_report(counts, examples, len(rows))
                 raise StopIteration
             if isinstance(x, Skipped):
-                counts[sources.SKIP_REASONS.index(x.reason)] += 1
-                if not rows and counts.sum() >= _MAX_SKIPS_IN_ROW:
-                    top = {r: int(n) for r, n in zip(sources.SKIP_REASONS, counts) if n}
-                    raise RuntimeError(f"{int(counts.sum())} samples in a row were unusable {top}: check "
-                                       "config.data (path, caption fields, max_image_pixels)")
+                i = sources.SKIP_REASONS.index(x.reason)
+                counts[i] += 1
+                examples[i] = examples[i] or x.detail
+                if not rows and counts.sum() >= self.batch_size:  # no rows held: the state stays exact
+                    return _skip_report(counts, examples, 0)
             else:
                 rows.append(x)
-        batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-        batch[SKIPPED_KEY] = counts
-        return batch
+        return {**{k: np.stack([r[k] for r in rows]) for k in rows[0]}, **_skip_report(counts, examples, len(rows))}
 
     def get_state(self) -> dict:
         return self._parent.get_state()
@@ -193,24 +198,48 @@ class _SkipCountingBatchIterator(grain.DatasetIterator):
         self._parent.set_state(state)
 
 
+def _skip_report(counts: np.ndarray, examples: list[str], good: int) -> dict:
+    return {SKIPPED_KEY: {"counts": counts, "examples": np.array(examples), "read": np.int64(good + counts.sum())}}
+
+
 class SkipCounter(grain.IterDataset):
     """Outermost stage (main process): pops each batch's skip counts and keeps running totals, which are part of
-    the iterator state. `iterator.skipped` -> {reason: count}."""
+    the iterator state (`iterator.skipped` -> {reason: count}); stops the run with `skip_rate_error` when more than
+    `max_skip_rate` of a window of _SKIP_RATE_WINDOW samples were skipped."""
+
+    def __init__(self, parent: grain.IterDataset, max_skip_rate: float):
+        super().__init__(parent)
+        self.max_skip_rate = max_skip_rate
 
     def __iter__(self):
-        return _SkipCounterIterator(self._parent.__iter__())
+        return _SkipCounterIterator(self._parent.__iter__(), self.max_skip_rate)
 
 
 class _SkipCounterIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, max_skip_rate: float):
         super().__init__(parent)
+        self.max_skip_rate = max_skip_rate
         self.skipped = dict.fromkeys(sources.SKIP_REASONS, 0)
+        self._new_window()
+
+    def _new_window(self) -> None:
+        self._seen, self._window = 0, np.zeros(len(sources.SKIP_REASONS), np.int64)
+        self._examples = [""] * len(sources.SKIP_REASONS)
 
     def __next__(self) -> dict:
         while True:
             batch = dict(next(self._parent))
-            for reason, n in zip(sources.SKIP_REASONS, batch.pop(SKIPPED_KEY)):
+            report = batch.pop(SKIPPED_KEY)
+            for reason, n in zip(sources.SKIP_REASONS, report["counts"]):
                 self.skipped[reason] += int(n)
+            self._window += report["counts"]
+            self._seen += int(report["read"])
+            self._examples = [old or str(new) for old, new in zip(self._examples, report["examples"])]
+            if self._seen >= _SKIP_RATE_WINDOW:
+                error = skip_rate_error(self._window, self._seen, self._examples, self.max_skip_rate)
+                if error:
+                    raise RuntimeError(error)
+                self._new_window()
             if batch:
                 return batch
 
@@ -220,6 +249,31 @@ class _SkipCounterIterator(grain.DatasetIterator):
     def set_state(self, state: dict) -> None:
         self._parent.set_state(state["parent"])
         self.skipped = {r: int(state["skipped"].get(r, 0)) for r in sources.SKIP_REASONS}
+
+
+def skip_rate_error(counts: np.ndarray, seen: int, examples: list[str], max_skip_rate: float) -> str | None:
+    """The message that stops a run whose `seen` samples had counts [len(SKIP_REASONS)] skipped, a fraction above
+    `max_skip_rate` (None if not): the rate, the most common reason, and an example (its file and problem)."""
+    total = int(counts.sum())
+    if total <= max_skip_rate * seen:
+        return None
+    top = int(np.argmax(counts))
+    return (f"{total} of the last {seen} samples read were skipped ({total / seen:.0%} > config.data.max_skip_rate = "
+            f"{max_skip_rate}), most as {sources.SKIP_REASONS[top]} ({int(counts[top])}), e.g. {examples[top]}; "
+            f"check config.data (path, image_root, caption fields, max_image_pixels)")
+
+
+def check_first_samples(examples: Iterable, what: str, n: int = _STARTUP_SAMPLES) -> None:
+    """Start-up check of the data location: fail naming `what` and the first problem unless one of the first `n`
+    transformed examples of this process's stream is usable (a wrong path would otherwise only be skipped)."""
+    skipped = []
+    for example in itertools.islice(examples, n):
+        if not isinstance(example, Skipped):
+            return
+        skipped.append(example)
+    found = (f"none of the first {len(skipped)} samples is usable; the first: {skipped[0].detail}" if skipped
+             else "no samples found")
+    raise ValueError(f"{what}: {found}")
 
 
 def data_metrics(iterator) -> dict[str, int]:
@@ -237,7 +291,7 @@ def make_transform(config: ml_collections.ConfigDict, max_index: int = -1, debug
         veclip_prob=d.veclip_prob,
         weights=captions_lib.parse_weights(d.caption_weights) if d.caption_mode == "weighted" else ())
     aug = augment_lib.Augment(d.augment, d.image_size, tuple(d.crop_scale), d.randaug_layers, d.randaug_magnitude,
-                              d.max_image_pixels, d.interpolation)
+                              d.max_image_pixels, d.interpolation, d.hflip)
     text_strategy = config.tokens.text_strategy if "tokens" in config else "truncate"
     if d.tokenizer != "clip_bpe":
         if text_strategy != "truncate":
@@ -256,8 +310,10 @@ def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, pr
     """This process's dataset of transformed examples (unbatched when `batch_size` is None; Skipped markers
     included) and data_size (largest global index + 1). `debug` adds each example's key and chosen caption.
     `start_position` > 0 starts random-access sources at that position of the global stream (a checkpoint
-    restored onto another process count; exact unless samples were skipped); webdataset restarts."""
+    restored onto another process count; exact unless samples were skipped); webdataset restarts.
+    Fails (`check_first_samples`) unless one of the first examples of this process is usable."""
     d = config.data
+    what = f"config.data.path = {d.path!r}" + (f" with image_root = {d.image_root!r}" if d.name == "csv" else "")
     epochs = None if d.num_epochs < 0 else d.num_epochs
     if d.name == "webdataset":
         paths = sources.split_paths(d.path)
@@ -274,7 +330,10 @@ def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, pr
         ds = sources.TarShards(paths, seed=config.seed, window=window, num_epochs=d.num_epochs,
                                process_index=process_index, process_count=process_count,
                                caption_fields=_split(d.caption_fields))
-        ds = ds.map(make_transform(config, size if d.size > 0 else -1, debug))
+        transform = make_transform(config, size if d.size > 0 else -1, debug)
+        check_first_samples((transform(r) for s in ds.epoch_shards(0) for r in sources.read_tar(s, ds.caption_fields)),
+                            what)
+        ds = ds.map(transform)
     else:
         source = make_source(d)
         size = getattr(source, "size", len(source))
@@ -283,6 +342,7 @@ def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, pr
             ds = ds.shuffle(seed=config.seed)
         ds = ds.repeat(epochs).map_with_index(_WithEpoch(len(source)))[start_position + process_index::process_count]
         ds = ds.map(_LoadAndTransform(source, make_transform(config, debug=debug)))
+        check_first_samples((ds[i] for i in range(len(ds))), what)
         ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(2, d.prefetch)))
     if batch_size is not None:
         ds = SkipCountingBatch(ds, batch_size)
@@ -302,7 +362,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, process_index: int | 
     if config.data.num_workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers,
                                                          per_worker_buffer_size=max(1, config.data.prefetch)))
-    return iter(SkipCounter(ds)), size
+    return iter(SkipCounter(ds, config.data.max_skip_rate)), size
 
 
 def load_eval_split(config: ml_collections.ConfigDict) -> dict:

@@ -3,7 +3,8 @@
 
 Every source yields *raw records*, the one format the pipeline's transform reads:
   {'index': int (global dataset index), 'key': str, 'image': encoded bytes | uint8 [H,W,3] | None,
-   'captions': {field: str | bytes | None} ('caption' is the original / AltText), 'epoch': int (tar only)}
+   'captions': {field: str | bytes | None} ('caption' is the original / AltText), 'epoch': int (tar only),
+   'file': str (tar 'SHARD:KEY', CSV the image path; where a skipped sample's message points)}
 A problem with one sample raises `BadSample(reason)` (random access) or yields a `BadSample` (tar streams); the
 pipeline skips and counts it. Problems with files or config (missing shard, rewrite files of unequal length)
 raise at construction, naming the file.
@@ -148,48 +149,62 @@ def _wds_record(key: str, files: dict[str, bytes], shard: str, caption_fields: S
             captions[field] = meta[field]
     image = next((files[e] for e in IMAGE_EXTENSIONS if e in files), None)
     index = int(meta["index"]) if isinstance(meta.get("index"), int) else _key_index(key, shard)
-    return {"index": index, "key": str(meta.get("key", key)), "image": image, "captions": captions}
+    return {"index": index, "key": str(meta.get("key", key)), "image": image, "captions": captions,
+            "file": f"{shard}:{key}"}
 
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
 
 
-def _members(path: str) -> Iterator[tuple[str, bytes] | BadSample]:
-    """(name, data) of the regular files of one tar, in order; on damage a final BadSample('truncated_shard')."""
+def _members(path: str) -> Iterator[tuple[str | None, bytes | BadSample]]:
+    """(name, data) of the regular files of one tar, in order. On damage, a final (name, BadSample('truncated_shard')):
+    name is the member whose data was cut, or None when a header is damaged or the end-of-archive marker is missing
+    (tarfile stops silently at a cut header; the marker tells a complete archive from one cut between members)."""
     with open_file(path) as f:
         try:
             tar = tarfile.open(fileobj=f, mode="r|*")
         except _TAR_ERRORS as e:
-            yield BadSample("truncated_shard", f"{path}: {e}")
+            yield None, BadSample("truncated_shard", f"{path}: not a readable tar ({_first_line(e)})")
             return
         with tar:
-            while True:
-                try:
-                    member = tar.next()
-                    item = member and (member.name, tar.extractfile(member).read() if member.isfile() else None)
-                except _TAR_ERRORS as e:
-                    yield BadSample("truncated_shard", f"{path}: {e}")
-                    return
-                if member is None:
-                    return
-                if item[1] is not None:
-                    yield item
+            name = None
+            try:
+                while (member := tar.next()) is not None:
+                    if member.isfile():
+                        name = member.name
+                        yield name, tar.extractfile(member).read()
+                        name = None
+                if tar.fileobj.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+                    raise tarfile.ReadError("no end-of-archive marker: the file is cut or a header is damaged")
+            except _TAR_ERRORS as e:
+                yield name, BadSample("truncated_shard", f"{path}: {_first_line(e)}")
+
+
+def _first_line(error: Exception) -> str:
+    return next(iter(str(error).splitlines()), type(error).__name__)
+
+
+def _kinds(files: dict[str, bytes]) -> frozenset[str]:
+    """The member extensions of a sample, every image format counted as 'image'."""
+    return frozenset("image" if ext in IMAGE_EXTENSIONS else ext for ext in files)
 
 
 def read_tar(path: str, caption_fields: Sequence[str] = ()) -> Iterator[dict | BadSample]:
-    """Samples of one tar shard in file order (members of a sample are consecutive, as img2dataset writes
-    them). A truncated or corrupt shard yields the samples before the damage, then BadSample('truncated_shard')."""
-    key, files = None, {}
-    for item in _members(path):
-        if isinstance(item, BadSample):
-            yield item
-            return
-        k, ext = _split_name(item[0])
-        if k != key and key is not None:
+    """Samples of one tar shard in file order (members of a sample are consecutive, as img2dataset writes them).
+    A truncated or corrupt shard yields every complete sample before the damage, then one
+    BadSample('truncated_shard'). A sample is complete once a member of the next sample begins; when the damage
+    hides what came next (a cut header or a missing end marker), once it has the members of the sample before it."""
+    key, files, kinds = None, {}, None
+    for name, data in _members(path):
+        k, ext = _split_name(name) if name is not None else (None, "")
+        if key is not None and (k != key if name is not None else _kinds(files) == kinds):
             yield _wds_record(key, files, path, caption_fields)
-            files = {}
+            key, files, kinds = None, {}, _kinds(files)
+        if isinstance(data, BadSample):
+            yield data
+            return
         key = k
-        files[ext] = item[1]
+        files[ext] = data
     if key is not None:
         yield _wds_record(key, files, path, caption_fields)
 
@@ -394,7 +409,7 @@ class CsvSource:
         captions = {"caption": row[self.caption_col], **{f: row[c] for f, c in self.extra_cols.items()}}
         for k, r in enumerate(self.rewrites):
             captions[f"rewrite_{k + 1}"] = r[i]
-        return {"index": i, "key": row[self.path_col], "image": image, "captions": captions}
+        return {"index": i, "key": row[self.path_col], "image": image, "captions": captions, "file": image_path}
 
 
 # ----------------------------------------------------------------------------------------------- ArrayRecord

@@ -11,21 +11,33 @@ Objectives (mean over the dataset, estimated on the batch):
 Estimator: every sample keeps u1_i, u2_i (stored as log u, indexed by its global dataset index, persistent):
   u_i <- (1 - gamma) u_i + gamma g_i   for the samples of the batch; u that is 0 (never seen), inf or NaN -> g_i,
 and the gradient of F is estimated with the UPDATED u held constant:
-  grad F ~ 1/B sum_i tau_i [grad g1_i / (eps+u1_i) + grad g2_i / (eps+u2_i)]   (+ the temperature terms below).
+  grad F ~ 1/B sum_i w_i [grad g1_i / (eps+u1_i) + grad g2_i / (eps+u2_i)]   (+ the temperature terms below),
+with w_i = tau_i (the objective's prefactor) except for fastclip_v2, whose reference code (Optimization-AI/fast_clip,
+FastCLIPLossIndividual.forward) weights every anchor by 1; the original iSogCLR code weights by tau_i.
 Everything is computed in log space (log g by logsumexp, ratios g/(eps+u) as exp(log g - log(eps+u))), so the
-exp(2/tau) ~ e^200 range of g at tau = 0.01 never overflows in float32 (features arrive as float32).
+exp(2/tau) ~ e^200 range of g at tau = 0.01 never overflows in float32 (features arrive as float32). The reference
+implementations keep a per-sample running max ("bound") for the same purpose; the arithmetic is the same.
+Gradients here are twice those of the FastCLIP reference code's loss (it averages the image and text terms;
+iSogCLR's code sums them, as here); AdamW is insensitive to that constant factor (up to its eps).
 
 Temperatures (see VARIANTS):
   fixed      (sogclr, fastclip_v1): tau = exp(-logit_scale) of the model, kept constant (frozen in optim.py).
   model      (fastclip_v0): the model's logit_scale, updated with the model (OpenCLIP-style): its gradient is the
              surrogate's with the prefactor tau held fixed, tau/B sum_i dg_i/dtau / (eps+u_i), i.e. OpenCLIP's
              cross-entropy temperature gradient with u in place of the batch g, times tau.
-  own        (fastclip_v3): the model's logit_scale = log(1/tau) with its own AdamW (optim.temperature_optimizer);
-             its gradient is the estimator of dF/dtau = 1/B sum_i [log(eps+u1_i) + log(eps+u2_i)
+  own        (fastclip_v3): the model's logit_scale = log(1/tau) with its own AdamW (optim.temperature_optimizer).
+             tau_grad = 'formula': the estimator of dF/dtau = 1/B sum_i [log(eps+u1_i) + log(eps+u2_i)
              + tau (dg1_i/dtau / (eps+u1_i) + dg2_i/dtau / (eps+u2_i))] + 2 rho.
-  per_sample (isogclr, fastclip_v2): tau1_i, tau2_i in the per-sample state, updated by a per-sample Adam with the
-             estimated gradient dF_i/dtau_i = log(eps+u_i) + rho + tau_i dg_i/dtau_i / (eps+u_i), clipped to
-             +-grad_clip, tau kept in [tau_min, tau_max].
+             tau_grad = 'reference' (the published runs; fast_clip FastCLIPLoss.forward with multiply_tau): tau is
+             live in both its local and its remote pairwise terms, so the tau g'/(eps+u) part counts twice, and the
+             log term is log u:  1/B sum_i [log u1_i + log u2_i + 2 tau (dg1_i/dtau / (eps+u1_i)
+             + dg2_i/dtau / (eps+u2_i))] + 2 rho.
+  per_sample (isogclr, fastclip_v2): tau1_i, tau2_i in the per-sample state, moved with the estimated gradient
+             dF_i/dtau_i = log(eps+u_i) + rho + tau_i dg_i/dtau_i / (eps+u_i) (iSogCLR: log u_i in place of
+             log(eps+u_i)), clipped to +-grad_clip, then tau kept in [tau_min, tau_max]:
+             fastclip_v2 (fast_clip FastCLIPLossIndividual.local): Adam with the model optimiser's betas and eps,
+               both betas 0 during epoch 0 and bias corrections 1 - beta^(epoch+1) (epoch, not a per-sample count);
+             isogclr (iSogCLR SogCLR_DRO_Loss.forward): m <- (1 - beta_u) m + beta_u grad, tau <- tau - tau_lr m.
 
 Communication (FastCLIP): features are all-gathered WITHOUT gradient (no reduce-scatter in the backward pass); the
 updated log(eps+u) (and per-sample tau) are all-gathered (O(B) scalars); each device's surrogate is
@@ -58,52 +70,62 @@ sg = jax.lax.stop_gradient
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    objective: str    # 'gcl' | 'rgcl' | 'rgcl_g'
-    temperature: str  # 'fixed' | 'model' | 'own' | 'per_sample'
+    objective: str          # 'gcl' | 'rgcl' | 'rgcl_g'
+    temperature: str        # 'fixed' | 'model' | 'own' | 'per_sample'
+    tau_update: str = ""    # per_sample: 'adam' (FastCLIP-v2) | 'momentum' (iSogCLR)
+    weighted: bool = True   # surrogate terms weighted by the anchor's temperature (False: FastCLIP-v2)
+    gamma: str = "cosine"   # 'cosine' (FastCLIP: 1 in epoch 0, then cosine) | 'constant' (SogCLR, iSogCLR code)
 
 
 VARIANTS = {
-    "sogclr": Variant("gcl", "fixed"),
+    "sogclr": Variant("gcl", "fixed", gamma="constant"),
     "fastclip_v0": Variant("gcl", "model"),
     "fastclip_v1": Variant("gcl", "fixed"),
-    "isogclr": Variant("rgcl", "per_sample"),
-    "fastclip_v2": Variant("rgcl", "per_sample"),
+    "isogclr": Variant("rgcl", "per_sample", tau_update="momentum", gamma="constant"),
+    "fastclip_v2": Variant("rgcl", "per_sample", tau_update="adam", weighted=False),
     "fastclip_v3": Variant("rgcl_g", "own"),
 }
+TAU_GRADS = ("reference", "formula")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Hparams:
-    eps: float = 1e-14            # epsilon inside log(eps + g)
-    rho: float = 6.5              # RGCL / RGCL-g constraint weight
-    gamma_min: float = 0.2        # moving-average weight after the decay
-    gamma_decay_epochs: int = 18  # E: epochs of cosine decay 1 -> gamma_min (after the first epoch at 1)
-    batch_size: int = 1024        # global batch (for the epoch count)
-    epoch_size: int = 1           # examples per epoch (for the epoch count)
-    tau_init: float = 0.03        # per-sample temperature init (rgcl)
-    tau_lr: float = 1e-2          # per-sample Adam learning rate (rgcl)
-    tau_b1: float = 0.9
-    tau_b2: float = 0.999
-    tau_grad_clip: float = 5.0    # per-sample temperature gradient clipped to +-this
-    tau_min: float = 0.01
-    tau_max: float = 1.0
-    shard_above: int = 1 << 22    # state arrays longer than this are sharded by index range
+    """The GCL-family settings; no defaults: the train path builds them with `hparams(config)` (the config's
+    defaults are the only ones), tests and tools spell every field out."""
+    eps: float                # epsilon inside log(eps + g)
+    rho: float                # RGCL / RGCL-g constraint weight
+    gamma_min: float          # moving-average weight after the decay
+    gamma_decay_epochs: int   # E: epochs of cosine decay 1 -> gamma_min (after the first epoch at 1)
+    batch_size: int           # global batch (for the epoch count)
+    epoch_size: int           # examples per epoch (for the epoch count)
+    tau_init: float           # per-sample temperature init (rgcl)
+    tau_lr: float             # per-sample temperature learning rate (rgcl)
+    tau_b1: float             # per-sample Adam (fastclip_v2): the model optimiser's b1, b2, eps
+    tau_b2: float
+    tau_eps: float
+    beta_u: float             # isogclr: weight of the new gradient in m <- (1 - beta_u) m + beta_u grad
+    tau_grad_clip: float      # per-sample temperature gradient clipped to +-this
+    tau_min: float
+    tau_max: float
+    tau_grad: str             # fastclip_v3 temperature gradient: 'reference' | 'formula' (see the module docstring)
+    shard_above: int          # state arrays longer than this are sharded by index range
 
 
 def state_keys(name: str) -> tuple[str, ...]:
-    """Per-sample arrays of a variant: log u for each modality (+ temperatures and Adam moments for rgcl)."""
+    """Per-sample arrays of a variant: log u for each modality (+ temperatures and their optimiser moments: m for
+    isogclr's moving average, m and v for fastclip_v2's Adam)."""
     keys = ("log_u_img", "log_u_txt")
     if VARIANTS[name].temperature == "per_sample":
-        keys += ("tau_img", "tau_txt", "m_img", "m_txt", "v_img", "v_txt", "count")
+        keys += ("tau_img", "tau_txt", "m_img", "m_txt")
+    if VARIANTS[name].tau_update == "adam":
+        keys += ("v_img", "v_txt")
     return keys
 
 
-def _initial(key: str, tau_init: float) -> tuple[float, jnp.dtype]:
+def _initial(key: str, tau_init: float) -> float:
     if key.startswith("log_u"):
-        return -jnp.inf, jnp.float32  # u = 0: never seen
-    if key.startswith("tau"):
-        return tau_init, jnp.float32
-    return 0, (jnp.int32 if key == "count" else jnp.float32)
+        return -jnp.inf  # u = 0: never seen
+    return tau_init if key.startswith("tau") else 0.0
 
 
 def init_state(name: str, data_size: int, mesh: Mesh, hp: Hparams,
@@ -117,8 +139,8 @@ def init_state(name: str, data_size: int, mesh: Mesh, hp: Hparams,
     out = NamedSharding(mesh, P(axes) if sharded else P())
     state = {}
     for key in state_keys(name):
-        value, dtype = _initial(key, hp.tau_init)
-        state[key] = jax.jit(lambda v=value, d=dtype: jnp.full((size,), v, d), out_shardings=out)()
+        value = _initial(key, hp.tau_init)
+        state[key] = jax.jit(lambda v=value: jnp.full((size,), v, jnp.float32), out_shardings=out)()
     return state
 
 
@@ -183,11 +205,19 @@ def scatter(state: dict[str, jax.Array], index: jax.Array, values: dict[str, jax
                          check_vma=sharded)(state, index, values)
 
 
-def gamma_schedule(step: jax.Array, hp: Hparams) -> jax.Array:
-    """gamma for the epoch of `step`, epoch = floor(step * batch_size / epoch_size):
-    1 in epoch 0, then gamma_min + (1 - gamma_min)(1 + cos(pi e / E))/2 for e < E, gamma_min from epoch E on
-    (E = 0: gamma_min from epoch 1). Computed in float32 (an epoch boundary may shift by a step at 2^24 steps)."""
-    epoch = jnp.floor(jnp.asarray(step, jnp.float32) * (hp.batch_size / hp.epoch_size))
+def epoch_of(step: jax.Array, hp: Hparams) -> jax.Array:
+    """float32 epoch of `step`: floor(step * batch_size / epoch_size) (an epoch boundary may shift by a step at
+    2^24 steps)."""
+    return jnp.floor(jnp.asarray(step, jnp.float32) * (hp.batch_size / hp.epoch_size))
+
+
+def gamma_schedule(step: jax.Array, hp: Hparams, kind: str = "cosine") -> jax.Array:
+    """gamma for the epoch e of `step`: 'constant' gamma_min throughout; 'cosine' 1 in epoch 0, then
+    gamma_min + (1 - gamma_min)(1 + cos(pi e / E))/2 for e < E, gamma_min from epoch E on (E = 0: gamma_min from
+    epoch 1)."""
+    if kind == "constant":
+        return jnp.full((), hp.gamma_min, jnp.float32)
+    epoch = epoch_of(step, hp)
     if hp.gamma_decay_epochs <= 0:
         return jnp.where(epoch < 1, 1.0, hp.gamma_min).astype(jnp.float32)
     e = jnp.minimum(epoch, hp.gamma_decay_epochs) / hp.gamma_decay_epochs
@@ -207,12 +237,17 @@ def _dots(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def gcl_core(zimg: jax.Array, ztxt: jax.Array, tau_img: jax.Array, tau_txt: jax.Array, log_u_img: jax.Array,
              log_u_txt: jax.Array, gamma: jax.Array, *, objective: str, eps: float, rho: float,
-             axis_name: AxisName) -> tuple[jax.Array, dict, dict]:
+             axis_name: AxisName, weighted: bool = True, remote_tau_live: bool = False,
+             log_eps: bool = True) -> tuple[jax.Array, dict, dict]:
     """One step of the GCL-family estimator, INSIDE shard_map over the batch axes `axis_name`.
 
     Args: zimg, ztxt [b, D] local features (unit norm); tau_img, tau_txt: scalar global temperature (replicated;
       live for the 'model' and 'own' temperatures, stop-gradient it for 'fixed') or [b] per-sample temperatures
       of the local anchors; log_u_img, log_u_txt [b] stored log u of the local samples; gamma scalar.
+      weighted: the surrogate's terms carry the anchor's tau as prefactor (else 1).
+      remote_tau_live: a scalar tau is live also in the all-anchors-vs-local-negatives part (the FastCLIP
+      reference's temperature gradient; else only the local anchors' terms carry it, each term once).
+      log_eps: the temperature gradients' log term is log(eps+u) (else log u).
     Returns: (value, metrics, new) where value's VALUE is the true mini-batch objective F_B and its GRADIENT is
       the estimator's (value = sg(F_B) + S - sg(S), S the summed surrogate); metrics are replicated scalars
       ('surrogate' the estimator's surrogate value, 'log_u_mean', 'u_mean', 'tau', 'accuracy_i2t/t2i');
@@ -232,9 +267,10 @@ def gcl_core(zimg: jax.Array, ztxt: jax.Array, tau_img: jax.Array, tau_txt: jax.
     rows = jax.lax.axis_index(axis_name) * b + jnp.arange(b)  # global batch position of the local samples
     self_mask = jnp.arange(big_b)[None, :] == rows[:, None]  # [b, B]
     log_nm1 = math.log(big_b - 1)
-    log_eps = math.log(eps)
     t1 = jnp.broadcast_to(jnp.asarray(tau_img, jnp.float32), (b,))
     t2 = jnp.broadcast_to(jnp.asarray(tau_txt, jnp.float32), (b,))
+    c1, c2 = sg(t1), sg(t2)  # the temperatures as constants
+    pre1, pre2 = (c1, c2) if weighted else (jnp.ones_like(c1), jnp.ones_like(c2))  # surrogate weights
 
     # Local anchors vs all negatives (anchor and positive live, negatives constant).
     d1 = m1 - pos[:, None]
@@ -245,38 +281,43 @@ def gcl_core(zimg: jax.Array, ztxt: jax.Array, tau_img: jax.Array, tau_txt: jax.
     log_g2 = jax.nn.logsumexp(z2, axis=1) - log_nm1
     new_u1 = update_log_u(log_u_img, sg(log_g1), gamma)
     new_u2 = update_log_u(log_u_txt, sg(log_g2), gamma)
-    log_w1 = jnp.logaddexp(log_eps, new_u1)  # log(eps + u), constant
-    log_w2 = jnp.logaddexp(log_eps, new_u2)
-    pre1, pre2 = sg(t1), sg(t2)  # the objective's tau prefactor, held fixed
+    log_w1 = jnp.logaddexp(math.log(eps), new_u1)  # log(eps + u), constant
+    log_w2 = jnp.logaddexp(math.log(eps), new_u2)
+    log_term1, log_term2 = (log_w1, log_w2) if log_eps else (new_u1, new_u2)  # temperature gradients' log term
     local_part = jnp.sum(pre1 * jnp.exp(log_g1 - log_w1) + pre2 * jnp.exp(log_g2 - log_w2))
 
     # All anchors vs local negatives (only the local negatives live), weighted by the anchors' 1/(eps+u).
     gather = lambda x: jax.lax.all_gather(x, axis_name, tiled=True)  # noqa: E731
     all_w1, all_w2, all_pos = gather(log_w1), gather(log_w2), gather(sg(pos))
-    all_t1 = gather(pre1) if per_sample else jnp.broadcast_to(pre1[0], (big_b,))
-    all_t2 = gather(pre2) if per_sample else jnp.broadcast_to(pre2[0], (big_b,))
+    if per_sample:
+        all_t1, all_t2, all_pre1, all_pre2 = gather(c1), gather(c2), gather(pre1), gather(pre2)
+    else:
+        live1, live2 = (t1, t2) if remote_tau_live else (c1, c2)
+        all_t1, all_t2 = jnp.broadcast_to(live1[0], (big_b,)), jnp.broadcast_to(live2[0], (big_b,))
+        all_pre1, all_pre2 = jnp.broadcast_to(pre1[0], (big_b,)), jnp.broadcast_to(pre2[0], (big_b,))
     self_t = self_mask.T  # [B, b]
 
-    def negatives_part(scores, all_t, all_w):
+    def negatives_part(scores, all_t, all_pre, all_w):
         z = jnp.where(self_t, -jnp.inf, (scores - all_pos[:, None]) / all_t[:, None])
-        return jnp.sum(all_t[:, None] * jnp.exp(z - log_nm1 - all_w[:, None]))
+        return jnp.sum(all_pre[:, None] * jnp.exp(z - log_nm1 - all_w[:, None]))
 
-    remote_part = negatives_part(m2.T, all_t1, all_w1) + negatives_part(m1.T, all_t2, all_w2)
+    remote_part = (negatives_part(m2.T, all_t1, all_pre1, all_w1)
+                   + negatives_part(m1.T, all_t2, all_pre2, all_w2))
 
     surrogate = local_part  # value of the estimator's surrogate (each anchor once)
     extra = 0.0
-    if objective == "rgcl_g":  # d/dtau of tau (log(eps+u) terms + 2 rho), u constant; t1 = t2 = the global tau
-        extra = t1[0] * (jnp.sum(sg(log_w1) + sg(log_w2)) / big_b + 2.0 * rho / n)
+    if objective == "rgcl_g":  # d/dtau of tau (log terms + 2 rho), u constant; t1 = t2 = the global tau
+        extra = t1[0] * (jnp.sum(sg(log_term1) + sg(log_term2)) / big_b + 2.0 * rho / n)
     grad_value = jax.lax.psum((local_part + remote_part) / big_b + extra, axis_name)
     surrogate = jax.lax.psum(surrogate / big_b + extra, axis_name)
 
-    lg1, lg2 = jnp.logaddexp(log_eps, sg(log_g1)), jnp.logaddexp(log_eps, sg(log_g2))
+    lg1, lg2 = jnp.logaddexp(math.log(eps), sg(log_g1)), jnp.logaddexp(math.log(eps), sg(log_g2))
     if objective == "rgcl":
-        batch = jnp.sum(pre1 * (lg1 + rho) + pre2 * (lg2 + rho))
+        batch = jnp.sum(c1 * (lg1 + rho) + c2 * (lg2 + rho))
     else:
-        batch = jnp.sum(pre1 * lg1 + pre2 * lg2)
+        batch = jnp.sum(c1 * lg1 + c2 * lg2)
         if objective == "rgcl_g":
-            batch = batch + 2.0 * rho * pre1[0] * b
+            batch = batch + 2.0 * rho * c1[0] * b
     batch_loss = jax.lax.psum(batch, axis_name) / big_b
     value = batch_loss + grad_value - sg(grad_value)
 
@@ -286,7 +327,7 @@ def gcl_core(zimg: jax.Array, ztxt: jax.Array, tau_img: jax.Array, tau_txt: jax.
         "batch_loss": batch_loss,
         "log_u_mean": pmean(jnp.mean(new_u1 + new_u2) / 2),
         "u_mean": pmean(jnp.mean(jnp.exp(new_u1) + jnp.exp(new_u2)) / 2),
-        "tau": pmean(jnp.mean(pre1 + pre2) / 2),
+        "tau": pmean(jnp.mean(c1 + c2) / 2),
         "accuracy_i2t": pmean(jnp.mean(jnp.argmax(m1, axis=1) == rows)),
         "accuracy_t2i": pmean(jnp.mean(jnp.argmax(m2, axis=1) == rows)),
     }
@@ -294,26 +335,38 @@ def gcl_core(zimg: jax.Array, ztxt: jax.Array, tau_img: jax.Array, tau_txt: jax.
     if per_sample:
         # dF_i/dtau_i ~ log(eps+u_i) + rho + tau_i g_i'(tau_i)/(eps+u_i), with
         # tau g'(tau) = -(1/tau) 1/(B-1) sum_j d_ij exp(d_ij/tau) = -(g/tau) E_softmax(d/tau)[d].
-        def tau_grad(z, d, log_g, log_w, t):
+        def tau_grad(z, d, log_g, log_w, log_term, t):
             mean_d = jnp.sum(jax.nn.softmax(z, axis=1) * jnp.where(self_mask, 0.0, d), axis=1)
-            return sg(log_w + rho - jnp.exp(log_g - log_w) * mean_d / t)
-        new["grad_tau_img"] = tau_grad(z1, d1, log_g1, log_w1, t1)
-        new["grad_tau_txt"] = tau_grad(z2, d2, log_g2, log_w2, t2)
+            return sg(log_term + rho - jnp.exp(log_g - log_w) * mean_d / t)
+        new["grad_tau_img"] = tau_grad(z1, d1, log_g1, log_w1, log_term1, t1)
+        new["grad_tau_txt"] = tau_grad(z2, d2, log_g2, log_w2, log_term2, t2)
     return value, metrics, new
 
 
-def tau_adam(tau, m, v, count, grad, hp: Hparams):
-    """Per-sample Adam step on tau (elementwise over [B]): grad clipped to +-tau_grad_clip, bias correction with
-    the sample's own update count, tau clipped to [tau_min, tau_max]. Returns (tau, m, v, count)."""
+def tau_adam(tau, m, v, grad, epoch, hp: Hparams):
+    """FastCLIP-v2's per-sample Adam step on tau (elementwise over [B]; fast_clip FastCLIPLossIndividual.local):
+    grad clipped to +-tau_grad_clip; betas (tau_b1, tau_b2), both 0 during epoch 0; bias corrections
+    1 - beta^(epoch+1); tau <- clip(tau - tau_lr m_hat / (sqrt(v_hat) + tau_eps), tau_min, tau_max).
+    Returns (tau, m, v)."""
     grad = jnp.clip(grad, -hp.tau_grad_clip, hp.tau_grad_clip)
-    count = count + 1
-    m = hp.tau_b1 * m + (1 - hp.tau_b1) * grad
-    v = hp.tau_b2 * v + (1 - hp.tau_b2) * grad ** 2
-    t = count.astype(jnp.float32)
-    m_hat = m / (1 - hp.tau_b1 ** t)
-    v_hat = v / (1 - hp.tau_b2 ** t)
-    tau = jnp.clip(tau - hp.tau_lr * m_hat / (jnp.sqrt(v_hat) + 1e-8), hp.tau_min, hp.tau_max)
-    return tau, m, v, count
+    first = epoch < 1
+    b1 = jnp.where(first, 0.0, hp.tau_b1).astype(jnp.float32)
+    b2 = jnp.where(first, 0.0, hp.tau_b2).astype(jnp.float32)
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad ** 2
+    t = epoch + 1.0
+    m_hat = m / (1 - b1 ** t)
+    v_hat = v / (1 - b2 ** t)
+    tau = jnp.clip(tau - hp.tau_lr * m_hat / (jnp.sqrt(v_hat) + hp.tau_eps), hp.tau_min, hp.tau_max)
+    return tau, m, v
+
+
+def tau_momentum(tau, m, grad, hp: Hparams):
+    """iSogCLR's per-sample temperature step (SogCLR_DRO_Loss.forward): m <- (1 - beta_u) m + beta_u clip(grad),
+    tau <- clip(tau - tau_lr m, tau_min, tau_max). Returns (tau, m)."""
+    grad = jnp.clip(grad, -hp.tau_grad_clip, hp.tau_grad_clip)
+    m = (1 - hp.beta_u) * m + hp.beta_u * grad
+    return jnp.clip(tau - hp.tau_lr * m, hp.tau_min, hp.tau_max), m
 
 
 def make_loss(name: str, mesh: Mesh, hp: Hparams, batch_axes: Sequence[str] = ("data", "fsdp")
@@ -327,9 +380,11 @@ def make_loss(name: str, mesh: Mesh, hp: Hparams, batch_axes: Sequence[str] = ("
     variant = VARIANTS[name]
     axes = tuple(batch_axes)
     per_sample = variant.temperature == "per_sample"
+    reference_tau = variant.objective == "rgcl_g" and hp.tau_grad == "reference"
+    log_eps = not (reference_tau or variant.tau_update == "momentum")  # reference v3 and iSogCLR: log u
 
     def loss(zimg, ztxt, logit_scale, index, state, step):
-        gamma = gamma_schedule(step, hp)
+        gamma = gamma_schedule(step, hp, variant.gamma)
         sharded = is_sharded(state, hp)
         old = lookup(state, index, mesh, sharded, axes)
         if per_sample:
@@ -339,7 +394,8 @@ def make_loss(name: str, mesh: Mesh, hp: Hparams, batch_axes: Sequence[str] = ("
             tau = jnp.exp(-(sg(log_scale) if variant.temperature == "fixed" else log_scale))
             taus, tau_spec = (tau, tau), P()
         core = lambda *a: gcl_core(*a, objective=variant.objective, eps=hp.eps, rho=hp.rho,  # noqa: E731
-                                   axis_name=axes)
+                                   axis_name=axes, weighted=variant.weighted, remote_tau_live=reference_tau,
+                                   log_eps=log_eps)
         new_spec = {"log_u_img": P(axes), "log_u_txt": P(axes)}
         if per_sample:
             new_spec.update(grad_tau_img=P(axes), grad_tau_txt=P(axes))
@@ -347,12 +403,15 @@ def make_loss(name: str, mesh: Mesh, hp: Hparams, batch_axes: Sequence[str] = ("
             core, mesh=mesh, in_specs=(P(axes), P(axes), tau_spec, tau_spec, P(axes), P(axes), P()),
             out_specs=(P(), P(), new_spec))(zimg, ztxt, *taus, old["log_u_img"], old["log_u_txt"], gamma)
         updates = {"log_u_img": new["log_u_img"], "log_u_txt": new["log_u_txt"]}
-        if per_sample:
-            for mod in ("img", "txt"):
-                tau, m, v, count = tau_adam(old[f"tau_{mod}"], old[f"m_{mod}"], old[f"v_{mod}"], old["count"],
-                                            new[f"grad_tau_{mod}"], hp)
-                updates.update({f"tau_{mod}": tau, f"m_{mod}": m, f"v_{mod}": v})
-            updates["count"] = count
+        epoch = epoch_of(step, hp)
+        for mod in ("img", "txt") if per_sample else ():
+            tau, m, grad = old[f"tau_{mod}"], old[f"m_{mod}"], new[f"grad_tau_{mod}"]
+            if variant.tau_update == "adam":
+                tau, m, v = tau_adam(tau, m, old[f"v_{mod}"], grad, epoch, hp)
+                updates[f"v_{mod}"] = v
+            else:
+                tau, m = tau_momentum(tau, m, grad, hp)
+            updates.update({f"tau_{mod}": tau, f"m_{mod}": m})
         new_state = scatter(state, index, updates, mesh, sharded, axes)
         return value, {**metrics, "gamma": gamma}, new_state
 
@@ -360,18 +419,20 @@ def make_loss(name: str, mesh: Mesh, hp: Hparams, batch_axes: Sequence[str] = ("
 
 
 def hparams(config: ml_collections.ConfigDict) -> Hparams:
-    """The GCL-family settings of `config.loss` (temperatures bounded to [1/exp(max_logit_scale), 1])."""
-    lc = config.loss
+    """The GCL-family settings of `config.loss` (temperatures bounded to [1/exp(max_logit_scale), 1]); the
+    per-sample Adam takes the model optimiser's b1, b2, eps (config.optim), as the FastCLIP reference does."""
+    lc, o = config.loss, config.optim
     return Hparams(
         eps=lc.eps, rho=lc.rho, gamma_min=lc.gamma_min, gamma_decay_epochs=lc.gamma_decay_epochs,
         batch_size=config.batch_size, epoch_size=config.data.size, tau_init=lc.tau_init, tau_lr=lc.tau_lr,
-        tau_b1=lc.tau_b1, tau_b2=lc.tau_b2, tau_grad_clip=lc.tau_grad_clip,
-        tau_min=math.exp(-lc.max_logit_scale), tau_max=1.0, shard_above=lc.shard_state_above)
+        tau_b1=o.b1, tau_b2=o.b2, tau_eps=o.eps, beta_u=lc.isogclr_beta_u, tau_grad_clip=lc.tau_grad_clip,
+        tau_min=math.exp(-lc.max_logit_scale), tau_max=1.0, tau_grad=lc.tau_grad, shard_above=lc.shard_state_above)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """config.loss keys of the GCL family."""
-    lc, tau_min = config.loss, math.exp(-config.loss.max_logit_scale)
+    """config.loss keys of the GCL family (and config.optim's b1, b2, eps where the temperature optimiser uses
+    them: fastclip_v2, fastclip_v3)."""
+    lc, o, tau_min = config.loss, config.optim, math.exp(-config.loss.max_logit_scale)
     require = lambda ok, key, what: config_lib.require(ok, config, key, what)  # noqa: E731
     require(config.batch_size >= 2, "batch_size", f"at least 2 for loss '{lc.name}' (negatives per anchor)")
     require(lc.eps > 0, "loss.eps", "a positive float")
@@ -380,7 +441,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(tau_min <= lc.tau_init <= 1.0, "loss.tau_init", f"a temperature in [{tau_min:.3g}, 1]")
     require(lc.tau_lr > 0, "loss.tau_lr", "a positive float")
     require(lc.tau_grad_clip > 0, "loss.tau_grad_clip", "a positive float")
+    require(lc.tau_grad in TAU_GRADS, "loss.tau_grad", f"one of {TAU_GRADS}")
+    require(0.0 < lc.isogclr_beta_u <= 1.0, "loss.isogclr_beta_u", "a weight in (0, 1]")
     require(lc.shard_state_above >= 0, "loss.shard_state_above", "a non-negative number of elements")
+    if lc.name in ("fastclip_v2", "fastclip_v3"):
+        what = f"in [0, 1) (loss '{lc.name}' uses it for its temperature Adam too)"
+        require(0.0 <= o.b1 < 1.0, "optim.b1", what)
+        require(0.0 <= o.b2 < 1.0, "optim.b2", what)
+        require(o.eps > 0, "optim.eps", f"a positive float (loss '{lc.name}' uses it for its temperature Adam)")
 
 
 def _spec(name: str) -> registry.LossSpec:

@@ -70,6 +70,7 @@ def measure(loss_name: str, n: int, batch: int, dim: int) -> dict:
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    from clipjax import config as config_lib
     from clipjax.losses import contrastive, fastclip
 
     mesh = jax.make_mesh((n, 1, 1), ("data", "fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 3,
@@ -82,7 +83,9 @@ def measure(loss_name: str, n: int, batch: int, dim: int) -> dict:
         state = {}
         call = lambda zi, zt, ls, index, state: (loss_fn(zi, zt, ls)[0], state)  # noqa: E731
     else:
-        hp = fastclip.Hparams(batch_size=batch, epoch_size=100 * batch, shard_above=1 << 30)
+        cfg = config_lib.default_config()
+        cfg.loss.name, cfg.batch_size, cfg.data.size, cfg.loss.shard_state_above = loss_name, batch, 100 * batch, 1 << 30
+        hp = fastclip.hparams(cfg)
         loss_fn = fastclip.make_loss(loss_name, mesh, hp, axes)
         state = fastclip.init_state(loss_name, 100 * batch, mesh, hp, axes)
         call = lambda zi, zt, ls, index, state: loss_fn(zi, zt, ls, index, state, jnp.int32(200))[::2]  # noqa: E731
