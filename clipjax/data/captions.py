@@ -1,4 +1,5 @@
-"""Caption choice per example per epoch (LaCLIP arXiv 2305.20088, VeCLIP arXiv 2310.07699), deterministic given (seed, epoch, index).
+"""Caption choice per example per epoch (LaCLIP arXiv 2305.20088, VeCLIP arXiv 2310.07699), deterministic given
+(seed, epoch, index).
 
 Modes over an example's caption fields ({name: text}, 'caption' being the original / AltText):
 - 'original': the original caption.
