@@ -1,0 +1,146 @@
+"""Embed every caption field of a dataset with a frozen LLM into a side-car cache (LLM2CLIP stage 2, arXiv
+2411.04997 Sec. 3.2): mean-pooled last hidden states over the caption's own tokens, no instruction.
+
+python -m clipjax.tools.embed_captions --config configs/tiny.py --llm /models/llama3-cc --output /data/emb \
+    [--fields caption,rewrite_1] [--batch_size 64] [--max_length 77] [--chunk 4096] [--dtype bfloat16]
+
+The dataset is the config's random-access source (csv, arrayrecord, tfds, the built-in world); rows are global
+dataset indices. Work is split by chunks of rows over processes (chunk c goes to process c mod count) and, within a
+process, each batch over its devices (config.mesh). Every chunk is written atomically (clipjax.data.embedding_cache),
+so a killed run resumes where it stopped and its cache equals an uninterrupted run's. The header records the LLM
+(folder and fingerprint), pooling, caption fields and the caption files' fingerprints: another LLM or caption file
+is refused instead of mixed in. A progress bar shows captions/s.
+"""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from absl import app, flags
+from ml_collections import config_flags
+
+from clipjax import distributed, llm_text, sharding
+from clipjax.data import embedding_cache as ec, pipeline, sources
+from clipjax.models import llm, llm_loading
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config whose config.data names the dataset.", lock_config=False)
+flags.DEFINE_string("llm", None, "Hugging Face folder of the (caption-contrastive tuned) LLM.")
+flags.DEFINE_string("output", None, "Cache folder (created, or resumed when its header matches).")
+flags.DEFINE_list("fields", ["caption"], "Caption fields to embed (e.g. caption,rewrite_1,rewrite_2).")
+flags.DEFINE_integer("batch_size", 64, "Captions per forward pass in each process.")
+flags.DEFINE_integer("max_length", 77, "Tokens per caption (chat template included).")
+flags.DEFINE_integer("chunk", 4096, "Rows per cache file.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "LLM compute dtype.")
+flags.DEFINE_enum("cache_dtype", "float32", ["float32", "float16"], "Stored embedding dtype.")
+flags.DEFINE_bool("bidirectional", True, "Attention without the causal mask (LLM2Vec-adapted LLMs, as LLM2CLIP).")
+flags.DEFINE_bool("progress_bar", True, "Show a progress bar (process 0).")
+flags.mark_flags_as_required(["config", "llm", "output"])
+
+
+def source_fingerprints(data: ml_collections.ConfigDict) -> tuple[tuple[str, str], ...]:
+    """What the captions come from: CSV index and rewrite files by content, ArrayRecord files by name and size,
+    the built-in world and TFDS by their settings."""
+    if data.name == "csv":
+        files = [data.path, *filter(None, data.rewrite_files.split(","))]
+        return tuple((os.path.abspath(f), ec.file_fingerprint(f)) for f in files)
+    if data.name == "arrayrecord":
+        names = sorted(f for f in os.listdir(data.path) if not f.startswith("."))
+        return tuple((os.path.join(data.path, f), ec.file_fingerprint(os.path.join(data.path, f), content=False))
+                     for f in names)
+    if data.name == "synthetic":
+        return (("synthetic", f"size={data.size}"),)
+    if data.name == "tfds":
+        return (("tfds", f"{data.path}:{data.tfds_split}:{data.tfds_caption_key}:{data.tfds_data_dir}"),)
+    raise ValueError(f"config.data.name = {data.name!r}: embed_captions reads random-access sources (csv, "
+                     "arrayrecord, tfds, synthetic); convert webdataset shards with python -m clipjax.data.convert")
+
+
+def chunk_captions(source, header: ec.Header, chunk_id: int) -> dict[str, list[str]]:
+    """field -> the chunk's caption texts in row order; a missing field or undecodable text embeds as ''."""
+    out = {f: [] for f in header.fields}
+    for row in range(chunk_id * header.chunk, chunk_id * header.chunk + header.chunk_rows(chunk_id)):
+        record = source[row]
+        if int(record["index"]) != row:
+            raise ValueError(f"row {row} of the source holds global index {record['index']}: embed_captions needs "
+                             "sources whose index is the row (CSV, the built-in world, TFDS)")
+        for f in header.fields:
+            try:
+                text = sources.to_text(record["captions"].get(f)) or ""
+            except sources.BadSample:
+                text = ""
+            out[f].append(text)
+    return out
+
+
+def make_embed_fn(module, params, mesh: jax.sharding.Mesh):
+    """(ids, attention_mask, pool_mask) int32 [B, T] -> float32 [B, D] mean-pooled caption embeddings."""
+    batch = sharding.batch_sharding(mesh, 2)
+
+    @functools.partial(jax.jit, in_shardings=(None, batch, batch, batch))
+    def embed(params, ids, mask, pool):
+        hidden = module.apply({"params": params}, ids, mask, return_logits=False)["last_hidden"]
+        return llm.mean_pool(hidden, pool)
+
+    return lambda ids, mask, pool: np.asarray(embed(params, ids, mask, pool))
+
+
+def embed_texts(embed, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
+    """float32 [len(texts), D]; the last batch is padded to batch_size (one compiled shape)."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        part = texts[start:start + batch_size]
+        ids, mask, pool = llm_text.encode_for_embedding(tokenizer, part + [""] * (batch_size - len(part)),
+                                                        max_length=max_length)
+        out.append(embed(ids, mask, pool)[:len(part)])
+    return np.concatenate(out)
+
+
+def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, fields: list[str], batch_size: int = 64,
+        max_length: int = 77, chunk: int = 4096, dtype: str = "float32", cache_dtype: str = "float32",
+        bidirectional: bool = True, progress_bar: bool = True) -> ec.Header:
+    """Embed the missing chunks of this process's share; returns the cache header."""
+    if not os.path.isdir(llm_folder):
+        raise FileNotFoundError(f"--llm {llm_folder!r}: no such folder")
+    source = pipeline.make_source(config.data)
+    mesh = sharding.make_mesh(config.mesh, jax.local_devices())
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    batch_size = -(-batch_size // data_parallel) * data_parallel
+    module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype), mesh=mesh,
+                                                 causal=not bidirectional)
+    tokenizer = llm_loading.load_tokenizer(llm_folder)
+    header = ec.open_for_writing(output, ec.Header(
+        llm=os.path.abspath(llm_folder), llm_fingerprint=ec.llm_fingerprint(llm_folder),
+        pooling=f"mean,{'bidirectional' if bidirectional else 'causal'},max_length={max_length}",
+        fields=tuple(fields), sources=source_fingerprints(config.data), size=len(source), dim=module.config.hidden_size,
+        dtype=cache_dtype, chunk=chunk))
+    mine = [c for c in range(header.num_chunks) if c % jax.process_count() == jax.process_index()
+            and any(not os.path.exists(ec.chunk_path(output, f, c)) for f in header.fields)]
+    embed = make_embed_fn(module, params, mesh)
+    bar = tqdm.tqdm(total=sum(header.chunk_rows(c) for c in mine) * len(header.fields), unit="caption",
+                    disable=not (progress_bar and jax.process_index() == 0), dynamic_ncols=True)
+    for c in mine:
+        texts = chunk_captions(source, header, c)
+        for f in header.fields:
+            if not os.path.exists(ec.chunk_path(output, f, c)):
+                ec.write_chunk(output, header, f, c, embed_texts(embed, tokenizer, texts[f], batch_size, max_length))
+            bar.update(header.chunk_rows(c))
+    bar.close()
+    return header
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize()
+    header = run(FLAGS.config, FLAGS.llm, FLAGS.output, FLAGS.fields, FLAGS.batch_size, FLAGS.max_length,
+                 FLAGS.chunk, FLAGS.dtype, FLAGS.cache_dtype, FLAGS.bidirectional, FLAGS.progress_bar)
+    if jax.process_index() == 0:
+        print(f"{FLAGS.output}: {header.size} rows x {len(header.fields)} fields, width {header.dim}")
+
+
+if __name__ == "__main__":
+    app.run(main)
