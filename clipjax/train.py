@@ -298,6 +298,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         report = {"step": step, **metrics}
         if evaluator.tables:
             report["per_class"] = evaluator.tables
+        os.makedirs(workdir, exist_ok=True)  # a new workdir when evaluating converted weights
         with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
             json.dump(report, f, indent=2)
     ckpt.close()

@@ -109,7 +109,7 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(tmp_path):
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl") if "train/loss" in line]
     steps_seen = [r["step"] for r in rows]
     assert steps_seen[-1] == 60
-    assert steps_seen.count(saved + 1) == 2  # the steps after the last checkpoint ran again
+    assert steps_seen == sorted(set(steps_seen))  # the steps after the checkpoint ran again, logged once
 
 
 def test_lost_process_ends_the_other_within_timeout(tmp_path):
