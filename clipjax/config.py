@@ -180,6 +180,26 @@ def tiny_config() -> ml_collections.ConfigDict:
     return c
 
 
+def tiny_llm_config(stage: str) -> ml_collections.ConfigDict:
+    """The CPU-scale LLM2CLIP stage-1 settings shared by configs/llm2clip/tiny_*.py: the built-in world's captions,
+    48 tokens padded to multiples of 16, batch 64, LoRA r 8 / alpha 16 without dropout (its random bits cost ~40%
+    of a tiny LoRA step on CPU)."""
+    c = default_config()
+    c.llm.stage = stage
+    c.llm.max_length = 48          # the longest instructed, chat-wrapped caption has ~40 tokens
+    c.llm.pad_bucket = 16
+    c.llm.lora_rank = 8
+    c.llm.lora_alpha = 16.0
+    c.llm.lora_dropout = 0.0
+    c.data.size = 4096             # built-in training images (9 captions each)
+    c.batch_size = 64
+    c.optim.warmup_steps = 20
+    c.optim.weight_decay = 0.0
+    c.checkpoint.every_steps = 100
+    c.log_every_steps = 50
+    return c
+
+
 def resolve_lr(config: ml_collections.ConfigDict) -> float:
     """Peak learning rate: `lr_per_256 * batch_size / 256` when given, else the absolute `lr`."""
     if config.optim.lr_per_256 > 0:

@@ -9,17 +9,10 @@ from clipjax import config as config_lib
 
 
 def get_config():
-    c = config_lib.default_config()
-    c.llm.stage = "clm"            # model sizes: config.llm.scratch (the defaults)
-    c.llm.max_length = 48          # the longest instructed, chat-wrapped caption has ~40 tokens
-    c.llm.pad_bucket = 16
-    c.data.size = 4096             # built-in training images (9 captions each)
-    c.batch_size = 64
+    c = config_lib.tiny_llm_config("clm")  # model sizes: config.llm.scratch (the defaults)
     c.total_steps = 300
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 30
     c.optim.weight_decay = 0.01
     c.optim.b2 = 0.99
-    c.checkpoint.every_steps = 100
-    c.log_every_steps = 50
     return c

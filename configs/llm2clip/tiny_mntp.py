@@ -11,20 +11,8 @@ from clipjax import config as config_lib
 
 
 def get_config():
-    c = config_lib.default_config()
-    c.llm.stage = "mntp"
+    c = config_lib.tiny_llm_config("mntp")
     c.llm.folder = "/tmp/llm2clip_tiny_lm/hf"
-    c.llm.max_length = 48
-    c.llm.pad_bucket = 16
-    c.llm.lora_rank = 8
-    c.llm.lora_alpha = 16.0
-    c.llm.lora_dropout = 0.0       # CPU scale: dropout's random bits cost ~40% of a tiny LoRA step
-    c.data.size = 4096
-    c.batch_size = 64
     c.total_steps = 200
     c.optim.lr = 2e-3
-    c.optim.warmup_steps = 20
-    c.optim.weight_decay = 0.0
-    c.checkpoint.every_steps = 100
-    c.log_every_steps = 50
     return c
