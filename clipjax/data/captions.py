@@ -43,7 +43,9 @@ def parse_weights(spec: str) -> tuple[tuple[str, float], ...]:
 
 @dataclasses.dataclass(frozen=True)
 class CaptionChooser:
-    """`chooser(fields, rng) -> str`: one caption for this example and epoch (see module docstring)."""
+    """`chooser(fields, rng) -> str`: one caption for this example and epoch (see module docstring);
+    `chooser.choose(fields, rng) -> (field name, str)` also names the field it came from (the fallback to the
+    original names 'caption'), for side-car data keyed by field such as LLM caption embeddings."""
     mode: str = "original"
     rewrite_fields: tuple[str, ...] = ()
     veclip_field: str = "vec"
@@ -59,23 +61,26 @@ class CaptionChooser:
             raise ValueError("config.data.caption_weights: expected 'field:weight,...' for caption_mode 'weighted'")
 
     def __call__(self, fields: dict, rng: np.random.Generator) -> str:
+        return self.choose(fields, rng)[1]
+
+    def choose(self, fields: dict, rng: np.random.Generator) -> tuple[str, str]:
         original = to_text(fields.get("caption"))
         if original is None or not original.strip():
             raise BadSample("missing_caption")
         if self.mode == "original":
-            return original
+            return "caption", original
         if self.mode == "veclip":
             if rng.random() < self.veclip_prob:
                 vec = _optional(fields.get(self.veclip_field))
-                return vec if vec else original
-            return original
+                return (self.veclip_field, vec) if vec else ("caption", original)
+            return "caption", original
         if self.mode == "weighted":
             names = [(n, w) for n, w in self.weights if n == "caption" or _optional(fields.get(n))]
             if not names:
-                return original
+                return "caption", original
             p = np.array([w for _, w in names])
             if p.sum() <= 0:
-                return original
+                return "caption", original
             name = names[int(rng.choice(len(names), p=p / p.sum()))][0]
         else:
             if self.mode == "laclip":
@@ -85,7 +90,7 @@ class CaptionChooser:
                 pool = ["caption", *(n for n in fields if n != "caption" and _optional(fields.get(n)))]
             name = pool[int(rng.integers(len(pool)))]
         choice = original if name == "caption" else _optional(fields.get(name)) or ""
-        return choice if len(choice.split()) >= 2 else original
+        return (name, choice) if len(choice.split()) >= 2 else ("caption", original)
 
 
 def _optional(value) -> str | None:

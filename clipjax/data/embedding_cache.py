@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 
 HEADER = "header.json"
@@ -76,6 +77,37 @@ def llm_fingerprint(folder: str) -> str:
         if name.endswith((".safetensors", ".json")):
             h.update(f"{name}:{os.path.getsize(os.path.join(folder, name))}".encode())
     return h.hexdigest()[:16]
+
+
+def source_fingerprints(data: ml_collections.ConfigDict) -> tuple[tuple[str, str], ...]:
+    """What the captions come from: CSV index and rewrite files by content, ArrayRecord files by name and size,
+    the built-in world and TFDS by their settings."""
+    if data.name == "csv":
+        files = [data.path, *filter(None, data.rewrite_files.split(","))]
+        return tuple((os.path.abspath(f), file_fingerprint(f)) for f in files)
+    if data.name == "arrayrecord":
+        names = sorted(f for f in os.listdir(data.path) if not f.startswith("."))
+        return tuple((os.path.join(data.path, f), file_fingerprint(os.path.join(data.path, f), content=False))
+                     for f in names)
+    if data.name == "synthetic":
+        return (("synthetic", f"size={data.size}"),)
+    if data.name == "tfds":
+        return (("tfds", f"{data.path}:{data.tfds_split}:{data.tfds_caption_key}:{data.tfds_data_dir}"),)
+    raise ValueError(f"config.data.name = {data.name!r}: embed_captions reads random-access sources (csv, "
+                     "arrayrecord, tfds, synthetic); convert webdataset shards with python -m clipjax.data.convert")
+
+
+def pooling_name(bidirectional: bool, max_length: int) -> str:
+    """The header's pooling entry: mean over caption tokens, the attention, and the tokens per caption."""
+    return f"mean,{'bidirectional' if bidirectional else 'causal'},max_length={max_length}"
+
+
+def check_serves(folder: str, found: Header, llm_fingerprint: str, pooling: str,
+                 sources: tuple[tuple[str, str], ...]) -> None:
+    """CacheError unless the cache at `folder` was made by this LLM, with this pooling, from these caption sources
+    (a training run's check; the run's class prompts are embedded the same way)."""
+    check_header(folder, found, dataclasses.replace(found, llm_fingerprint=llm_fingerprint, pooling=pooling,
+                                                    sources=tuple(tuple(s) for s in sources)))
 
 
 def chunk_path(folder: str, field: str, chunk_id: int) -> str:

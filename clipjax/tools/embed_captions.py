@@ -41,24 +41,6 @@ flags.DEFINE_bool("progress_bar", True, "Show a progress bar (process 0).")
 flags.mark_flags_as_required(["config", "llm", "output"])
 
 
-def source_fingerprints(data: ml_collections.ConfigDict) -> tuple[tuple[str, str], ...]:
-    """What the captions come from: CSV index and rewrite files by content, ArrayRecord files by name and size,
-    the built-in world and TFDS by their settings."""
-    if data.name == "csv":
-        files = [data.path, *filter(None, data.rewrite_files.split(","))]
-        return tuple((os.path.abspath(f), ec.file_fingerprint(f)) for f in files)
-    if data.name == "arrayrecord":
-        names = sorted(f for f in os.listdir(data.path) if not f.startswith("."))
-        return tuple((os.path.join(data.path, f), ec.file_fingerprint(os.path.join(data.path, f), content=False))
-                     for f in names)
-    if data.name == "synthetic":
-        return (("synthetic", f"size={data.size}"),)
-    if data.name == "tfds":
-        return (("tfds", f"{data.path}:{data.tfds_split}:{data.tfds_caption_key}:{data.tfds_data_dir}"),)
-    raise ValueError(f"config.data.name = {data.name!r}: embed_captions reads random-access sources (csv, "
-                     "arrayrecord, tfds, synthetic); convert webdataset shards with python -m clipjax.data.convert")
-
-
 def chunk_captions(source, header: ec.Header, chunk_id: int) -> dict[str, list[str]]:
     """field -> the chunk's caption texts in row order; a missing field or undecodable text embeds as ''."""
     out = {f: [] for f in header.fields}
@@ -114,8 +96,8 @@ def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, fields:
     tokenizer = llm_loading.load_tokenizer(llm_folder)
     header = ec.open_for_writing(output, ec.Header(
         llm=os.path.abspath(llm_folder), llm_fingerprint=ec.llm_fingerprint(llm_folder),
-        pooling=f"mean,{'bidirectional' if bidirectional else 'causal'},max_length={max_length}",
-        fields=tuple(fields), sources=source_fingerprints(config.data), size=len(source), dim=module.config.hidden_size,
+        pooling=ec.pooling_name(bidirectional, max_length),
+        fields=tuple(fields), sources=ec.source_fingerprints(config.data), size=len(source), dim=module.config.hidden_size,
         dtype=cache_dtype, chunk=chunk))
     mine = [c for c in range(header.num_chunks) if c % jax.process_count() == jax.process_index()
             and any(not os.path.exists(ec.chunk_path(output, f, c)) for f in header.fields)]
