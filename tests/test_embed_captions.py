@@ -5,9 +5,6 @@ import json
 import os
 import shutil
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,6 +12,7 @@ from clipjax import config as config_lib, llm_text
 from clipjax.data import embedding_cache as ec, pipeline
 from clipjax.models import llm, llm_loading
 from clipjax.tools import embed_captions
+from tests.helpers import save_tiny_llm
 
 FIELDS = ["caption", "rewrite_1"]
 
@@ -30,17 +28,8 @@ def data_config(size=24):
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
     """A random tiny Llama with a word-level tokenizer over the built-in captions, saved as a HF folder."""
-    folder = str(tmp_path_factory.mktemp("llm"))
     source = pipeline.make_source(data_config(64).data)
-    tokenizer = llm_text.build_word_tokenizer(t for i in range(64) for t in source[i]["captions"].values())
-    hf = dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-              max_position_embeddings=128, tie_word_embeddings=False)
-    module = llm.LlmDecoder(llm.LlmConfig.from_hf_config(hf))
-    params = nn.meta.unbox(module.init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), jnp.int32))["params"])
-    llm_loading.save_pretrained(module, params, folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llm(str(tmp_path_factory.mktemp("llm")), (t for i in range(64) for t in source[i]["captions"].values()))
 
 
 def run(folder, out, **kw):
