@@ -34,6 +34,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.veclip_prob = 0.5
     c.data.caption_weights = ""    # 'weighted': 'caption:1,rewrite_1:1,...'
     c.data.tokenizer = "clip_bpe"  # 'clip_bpe' or a local Hugging Face tokenizer directory
+    c.data.text_embeddings = ""    # model.text_tower 'llm_adapter': caption embedding cache folder (made by
+    #                                clipjax.tools.embed_captions from config.llm.folder) read in place of tokens
     c.data.augment = "none"        # 'none' | 'eval' | 'clip' | 'clipa_large' | 'randaug' | 'stacked_randaug' | 'simclr'
     c.data.crop_scale = ()         # RandomResizedCrop area scale (min, max); () = the preset's default
     c.data.hflip = False           # random horizontal flip on top of the preset (FLIP); randaug/simclr flip anyway
@@ -62,6 +64,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.embed_dim = 64
     c.model.dtype = "float32"      # compute dtype; parameters stay float32
     c.model.remat = False
+    c.model.text_tower = "transformer"  # 'transformer' | 'llm_adapter' (LLM2CLIP: frozen LLM config.llm.folder +
+    #                                     trainable adapter on its caption embeddings, data.text_embeddings)
+    c.model.adapter_blocks = 4     # llm_adapter: residual MLP blocks (LLM2CLIP: 4)
     c.model.logit_scale_init = math.log(1 / 0.07)
     c.model.logit_bias_init = ml_collections.config_dict.placeholder(float)
 
@@ -95,6 +100,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-6
     c.optim.weight_decay = 0.2     # on weight matrices only (see optim.decay_mask)
     c.optim.grad_clip_norm = 1.0   # <= 0 disables
+    c.optim.layer_decay = 1.0      # image tower layer-wise lr decay: embeddings x d^(L+1), block i x d^(L+1-i),
+    #                                head x 1 (LLM2CLIP: 0.85); 1.0 = off
     c.optim.freeze = ""            # regex on '/'-joined parameter paths to keep fixed (LiT: "^img/")
 
     c.mesh = ml_collections.ConfigDict()
@@ -130,17 +137,21 @@ def default_config() -> ml_collections.ConfigDict:
     c.tokens.text_strategy = "truncate"  # 'truncate' | 'random' | 'block' | 'syntax'; length = data.text_length
 
     c.init_from = ""               # multi-stage: a workdir or checkpoint step dir to take params from (clipjax.finetune)
+    c.init_from_keys = ""          # init_from: top-level parameter groups to take ('image' for LLM2CLIP); '' = all
     c.init_text_pos = "resize"     # text pos-emb of another length: 'resize' (linear) | 'extend' | 'reinit'
 
     c.llm = ml_collections.ConfigDict()  # LLM2CLIP stage 1: a decoder LM -> caption embedder (clipjax.llm_train)
     c.llm.stage = "clm"            # 'clm' (next-token pre-training of a tiny LM from scratch) | 'mntp' (LLM2Vec masked
     #                                next-token, bidirectional, LoRA) | 'cc' (caption contrastive, bidirectional, LoRA)
-    c.llm.folder = ""              # mntp / cc: input Hugging Face folder (the previous stage's output, or a Llama)
+    c.llm.folder = ""              # mntp / cc: input Hugging Face folder (the previous stage's output, or a Llama);
+    #                                llm_adapter CLIP: the frozen caption embedder (the cc stage's merged output)
     c.llm.output = ""              # Hugging Face folder written at the end ('' = WORKDIR/hf)
     c.llm.data = "builtin"         # 'builtin' (the synthetic world, data.size images) or a CSV with columns short,long
     #                                (cc); clm / mntp: CSVs (both columns) and .txt files (a text a line), comma-separated
     c.llm.max_length = 64          # tokens per text (left-padded with eos; longer texts are cut)
     c.llm.pad_bucket = 0           # > 0: pad each batch to its longest row rounded up to this (fewer padded tokens)
+    c.llm.bidirectional = True     # CLIP with the LLM (llm_adapter): captions and class prompts embedded with
+    #                                bidirectional attention (LLM2Vec-adapted LLM) or causal
     c.llm.dtype = "float32"        # compute and base-weight dtype ('bfloat16' for 8B); adapters + optimiser float32
     c.llm.remat = False            # recompute each decoder layer in the backward pass
     c.llm.scratch = ml_collections.ConfigDict(dict(  # clm: the tiny Llama built from scratch

@@ -83,9 +83,10 @@ def adapt_params(loaded: dict, fresh: dict, text_pos: str = "resize") -> dict:
     return pytree.unflatten(out)
 
 
-def load_params(step_dir: str, fresh_params: dict, mesh: jax.sharding.Mesh) -> dict:
-    """The 'params' subtree of the train state saved in `step_dir`: leaves whose shape matches `fresh_params` are
-    restored straight into its shardings, the others (position embeddings of another size) replicated."""
+def load_params(step_dir: str, fresh_params: dict, mesh: jax.sharding.Mesh, groups=None) -> dict:
+    """The 'params' subtree of the train state saved in `step_dir` (only its top-level `groups` when given):
+    leaves whose shape matches `fresh_params` are restored straight into its shardings, the others (position
+    embeddings of another size) replicated."""
     ckptr = ocp.PyTreeCheckpointer()
     state_dir = os.path.join(step_dir, "state")
     meta = ckptr.metadata(state_dir)
@@ -93,7 +94,9 @@ def load_params(step_dir: str, fresh_params: dict, mesh: jax.sharding.Mesh) -> d
     meta = getattr(meta, "tree", meta)
     if "params" not in meta:
         raise ValueError(f"config.init_from: {state_dir} holds no 'params' (keys {sorted(meta)})")
-    saved, fresh = pytree.flatten(dict(meta["params"])), pytree.flatten(fresh_params)
+    fresh = pytree.flatten(fresh_params)
+    saved = {p: m for p, m in pytree.flatten(dict(meta["params"])).items()
+             if groups is None or p.split("/")[0] in groups}
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     def target(path):
@@ -109,10 +112,23 @@ def load_params(step_dir: str, fresh_params: dict, mesh: jax.sharding.Mesh) -> d
     return restored["params"]
 
 
-def init_params_from(path: str, fresh_params: dict, mesh: jax.sharding.Mesh, text_pos: str = "resize") -> dict:
-    """Params of the checkpoint `path` names, adapted to `fresh_params` and placed in their shardings."""
+def init_params_from(path: str, fresh_params: dict, mesh: jax.sharding.Mesh, text_pos: str = "resize",
+                     keys: str = "") -> dict:
+    """Params of the checkpoint `path` names, adapted to `fresh_params` and placed in their shardings. `keys`
+    (config.init_from_keys, comma-separated top-level groups such as 'image') takes only those groups; the other
+    parameters stay fresh (LLM2CLIP: a converted image tower next to a new text adapter)."""
     step_dir = resolve_step_dir(path)
-    params = adapt_params(load_params(step_dir, fresh_params, mesh), fresh_params, text_pos)
-    params = jax.tree.map(lambda x, f: jax.device_put(x, f.sharding), params, fresh_params)
-    logging.info("initialised parameters from %s", step_dir)
-    return params
+    groups = [k.strip() for k in keys.split(",") if k.strip()] or list(fresh_params)
+    unknown = sorted(set(groups) - set(fresh_params))
+    if unknown:
+        raise ValueError(f"config.init_from_keys = {keys!r}: {unknown} are not parameter groups of this model "
+                         f"({sorted(fresh_params)})")
+    wanted = {k: fresh_params[k] for k in groups}
+    loaded = load_params(step_dir, wanted, mesh, groups)
+    missing = sorted(set(groups) - set(loaded))
+    if missing:
+        raise ValueError(f"config.init_from: {step_dir} holds no parameter groups {missing}")
+    params = adapt_params({k: loaded[k] for k in groups}, wanted, text_pos)
+    params = jax.tree.map(lambda x, f: jax.device_put(x, f.sharding), params, wanted)
+    logging.info("initialised parameters %s from %s", groups, step_dir)
+    return {**fresh_params, **params}

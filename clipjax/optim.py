@@ -61,6 +61,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(0 <= o.cooldown_steps <= total, "optim.cooldown_steps", f"between 0 and the run's {total} steps")
     require(0.0 <= o.end_lr_ratio <= 1.0, "optim.end_lr_ratio", "a fraction in [0, 1]")
     require(o.weight_decay >= 0, "optim.weight_decay", "a non-negative float")
+    require(0 < o.layer_decay <= 1, "optim.layer_decay", "a factor in (0, 1] (1 = no layer-wise decay)")
 
 
 def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -85,7 +86,50 @@ def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.Gra
     if used != {"trained"}:
         groups = {"trained": tx, "frozen": optax.set_to_zero(), "temperature": temperature_optimizer(config)}
         tx = optax.multi_transform({k: v for k, v in groups.items() if k in used}, labels)
+    if o.layer_decay < 1:
+        tx = optax.chain(tx, scale_by_tree(layer_decay_scales(params, o.layer_decay)))
     return tx, lr
+
+
+IMAGE_EMBEDDINGS = ("cls", "pos_embedding", "patch_embed", "ln_pre")  # layer 0 of the image tower
+
+
+def layer_decay_scales(params, decay: float):
+    """Per-leaf update multipliers of layer-wise lr decay on the image tower (BEiT arXiv 2106.08254 Sec. 2.5;
+    LLM2CLIP arXiv 2411.04997 Sec. 4.1 uses 0.85): with L blocks, layer i gets decay^(L+1-i), where the patch/position
+    embeddings are i = 0, block k is i = k+1, and the rest of the tower (final norm, pooling, projection) i = L+1.
+    Parameters outside the image tower get 1."""
+    paths = [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    blocks = {int(m.group(1)) for p in paths if p.startswith("image/") and (m := re.search(r"/block(\d+)/", p))}
+    if not blocks:
+        raise ValueError("config.optim.layer_decay < 1 needs an image tower of numbered blocks (ViT 'blockN'); "
+                         "found none")
+    depth = max(blocks) + 1
+
+    def layer(path: str) -> int:
+        parts = path.split("/")
+        if parts[0] != "image":
+            return depth + 1
+        block = re.search(r"/block(\d+)/", path)
+        if block:
+            return int(block.group(1)) + 1
+        return 0 if parts[1] in IMAGE_EMBEDDINGS else depth + 1
+
+    return jax.tree_util.tree_map_with_path(lambda p, _: float(decay ** (depth + 1 - layer(path_str(p)))), params)
+
+
+def scale_by_tree(scales) -> optax.GradientTransformation:
+    """Multiply each update leaf by its constant in `scales` (a tree of floats shaped like the params)."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
+    return optax.GradientTransformation(init, update)
 
 
 def temperature_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -48,7 +48,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     patch_keep = None if image_tokens is None else image_tokens(tokens_rng(step_rng), batch["image"].shape[0])
 
     def objective(params):
-        out = model.apply({"params": params}, batch["image"], batch["tokens"], patch_keep)
+        out = model.apply({"params": params}, batch["image"], clip.text_input(batch), patch_keep)
         loss, metrics, loss_state = loss_fn(out, batch, state.loss_state, state.step)
         return loss, (metrics, loss_state, out)
 
@@ -99,8 +99,7 @@ class Trainer:
     def _init_params(self, rng):
         h = self.config.model.image.image_size
         images = jnp.zeros((1, h, h, 3), jnp.uint8)
-        tokens = jnp.zeros((1, self.config.data.text_length), jnp.int32)
-        return self.model.init(rng, images, tokens)["params"]
+        return self.model.init(rng, images, clip.dummy_text(self.config))["params"]
 
     def setup(self, data_size: int) -> TrainState:
         """Optimiser, shardings and the jitted step for a dataset whose largest global index is data_size - 1.
@@ -146,7 +145,8 @@ class Trainer:
         return self._fresh(jax.random.PRNGKey(self.config.seed))
 
     def batch_shardings(self) -> dict:
-        return {"image": sharding.batch_sharding(self.mesh, 4), "tokens": sharding.batch_sharding(self.mesh, 2),
+        text = "text_embedding" if self.config.data.text_embeddings else "tokens"
+        return {"image": sharding.batch_sharding(self.mesh, 4), text: sharding.batch_sharding(self.mesh, 2),
                 "index": sharding.batch_sharding(self.mesh, 1)}
 
 
@@ -174,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
             state = trainer.init_state(data_size)
             if config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
                 state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
-                                                                       config.init_text_pos))
+                                                                       config.init_text_pos, config.init_from_keys))
         evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings,
                                    report_dir=workdir if is_main else None)
         writer = MetricWriter(workdir, enabled=is_main, resume_step=start or 0)
@@ -289,7 +289,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         step = 0
         state = trainer.init_state(config.data.size)
         state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
-                                                               config.init_text_pos))
+                                                               config.init_text_pos, config.init_from_keys))
     elif step is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} (and no config.init_from)")
     evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)

@@ -25,6 +25,7 @@ import numpy as np
 from clipjax import config as config_lib
 from clipjax.data import augment as augment_lib
 from clipjax.data import captions as captions_lib
+from clipjax.data import embedding_cache
 from clipjax.data import sources, synthetic
 from clipjax.token_reduction import text as text_reduction
 from clipjax.data.hf_tokenizer import get_tokenizer
@@ -95,7 +96,9 @@ class Skipped:
 
 @dataclasses.dataclass(frozen=True)
 class TrainTransform:
-    """Raw record -> {'image', ['views'], 'tokens', 'index'} or Skipped(reason)."""
+    """Raw record -> {'image', ['views'], 'tokens' | 'text_embedding', 'index'} or Skipped(reason). With
+    `text_embeddings` (an EmbeddingCache), the chosen caption's cached LLM embedding float32 [d] replaces its
+    tokens: the caption mix picks a field, the cache row of that field and the example's index is read."""
     seed: int
     text_length: int
     chooser: captions_lib.CaptionChooser
@@ -104,6 +107,7 @@ class TrainTransform:
     text_strategy: str = "truncate"  # config.tokens.text_strategy (see token_reduction.text)
     max_index: int = -1              # > 0: an index at or above it is a config error (config.data.size)
     debug: bool = False              # also return 'key' and the chosen 'caption' (clipjax.data.inspect)
+    text_embeddings: embedding_cache.EmbeddingCache | None = None
 
     def __call__(self, raw: dict | sources.BadSample) -> dict | Skipped:
         if isinstance(raw, sources.BadSample):
@@ -113,15 +117,27 @@ class TrainTransform:
             raise ValueError(f"sample {raw.get('key')!r} has index {index} >= config.data.size = {self.max_index}; "
                              "set config.data.size to the largest index + 1, or -1 to scan the shards")
         try:
-            caption = self.chooser(raw["captions"], example_rng(self.seed, epoch, index, 0))
+            field, caption = self.chooser.choose(raw["captions"], example_rng(self.seed, epoch, index, 0))
             out = self.augment(raw["image"], example_rng(self.seed, epoch, index, 1))
         except sources.BadSample as e:
             return Skipped(e.reason, f"{raw.get('file', raw.get('key'))}: {e}")
-        out["tokens"] = self.tokens(caption, example_rng(self.seed, epoch, index, 2))
+        if self.text_embeddings is not None:
+            out["text_embedding"] = self.embedding(field, index)
+        else:
+            out["tokens"] = self.tokens(caption, example_rng(self.seed, epoch, index, 2))
         out["index"] = np.int32(index)
         if self.debug:
             out.update(key=raw.get("key"), caption=caption)
         return out
+
+    def embedding(self, field: str, index: int) -> np.ndarray:
+        """float32 [d]: the cached embedding of caption `field` of example `index`."""
+        cache = self.text_embeddings
+        if field not in cache.fields:
+            raise ValueError(f"config.data.caption_mode = {self.chooser.mode!r} chose caption field {field!r}, which "
+                             f"the embedding cache {cache.folder} does not hold (it has {list(cache.fields)}); embed "
+                             "it (embed_captions --fields) or narrow the mix (data.caption_mode, data.rewrite_fields)")
+        return cache(field, index)
 
     def tokens(self, caption: str, rng: np.random.Generator) -> np.ndarray:
         """int32 [text_length]. Text token reduction (CLIPA) plugs in here, for the CLIP BPE tokenizer."""
@@ -301,7 +317,21 @@ def make_transform(config: ml_collections.ConfigDict, max_index: int = -1, debug
         if "model" in config and vocab > config.model.text.vocab_size:
             raise ValueError(f"config.data.tokenizer = {d.tokenizer!r} has {vocab} tokens: expected at most "
                              f"model.text.vocab_size = {config.model.text.vocab_size}")
-    return TrainTransform(config.seed, d.text_length, chooser, aug, d.tokenizer, text_strategy, max_index, debug)
+    return TrainTransform(config.seed, d.text_length, chooser, aug, d.tokenizer, text_strategy, max_index, debug,
+                          open_text_embeddings(config))
+
+
+def open_text_embeddings(config: ml_collections.ConfigDict) -> embedding_cache.EmbeddingCache | None:
+    """The caption embedding cache `config.data.text_embeddings` ('' = None), refused (CacheError naming the
+    header's differences) unless config.llm.folder made it with this run's pooling from this run's captions."""
+    folder = config.data.text_embeddings
+    if not folder:
+        return None
+    cache = embedding_cache.EmbeddingCache(folder)
+    embedding_cache.check_serves(folder, cache.header, embedding_cache.llm_fingerprint(config.llm.folder),
+                                 embedding_cache.pooling_name(config.llm.bidirectional, config.llm.max_length),
+                                 embedding_cache.source_fingerprints(config.data))
+    return cache
 
 
 def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, process_count: int,

@@ -2,8 +2,8 @@
 import ml_collections
 import numpy as np
 
-from clipjax.data import hf_tokenizer, pipeline, synthetic
-from clipjax.evaluate import retrieval, zeroshot
+from clipjax.data import pipeline, synthetic
+from clipjax.evaluate import retrieval, text_input, zeroshot
 from clipjax.evaluate.embed import Embedder
 
 
@@ -16,7 +16,7 @@ class BuiltinEvaluator:
         self.class_sets = {name: synthetic.CLASS_SETS[name] for name in config.evals.class_sets.split(",") if name}
         batch_size = batch_size if batch_size > 0 else config.evals.batch_size
         self.embed = Embedder(model, mesh, param_shardings, batch_size, config.data.text_length,
-                              hf_tokenizer.get_tokenizer(config.data.tokenizer))
+                              text_input.text_encoder(config, mesh, batch_size))
 
     def __call__(self, params) -> dict[str, float]:
         img = self.embed.images(params, self.data["images"])

@@ -33,9 +33,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from clipjax.data import hf_tokenizer
 from clipjax.evaluate import classnames as classnames_lib
 from clipjax.evaluate import retrieval as retrieval_lib
+from clipjax.evaluate import text_input
 from clipjax.evaluate import zeroshot as zeroshot_lib
 from clipjax.evaluate.embed import Embedder
 
@@ -224,7 +224,7 @@ class SuiteEvaluator:
         validate(config)
         self.config, self.report_dir = config, report_dir
         self.entries = entries(config.evals)
-        tokenizer = hf_tokenizer.get_tokenizer(config.data.tokenizer)
+        tokenizer = text_input.text_encoder(config, mesh, config.evals.batch_size)
         embedders: dict[int, Embedder] = {}
         self.tasks = {}
         for name, e in self.entries.items():

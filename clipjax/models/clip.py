@@ -1,18 +1,22 @@
 """Two-tower CLIP model: image and text towers, L2-normalised embeddings and the temperature parameters.
 
     model = build_model(config.model)
-    variables = model.init(rng, images, tokens)        # images uint8 [B, H, W, 3], tokens int32 [B, L]
+    variables = model.init(rng, images, text)          # images uint8 [B, H, W, 3], text: see below
     out = model.apply(variables, images, tokens, patch_keep=None)
     # out['zimg'], out['ztxt']: [B, E] float32, unit L2 norm; out['logit_scale']: scalar log-scale (raw,
     # not exponentiated); out['logit_bias']: scalar, only when config.logit_bias_init is not None.
     zimg = model.apply(variables, images, method=model.encode_image)
     ztxt = model.apply(variables, tokens, method=model.encode_text)
 
+The text input is token ids int32 [B, L] for the 'transformer' text tower, or, for 'llm_adapter' (LLM2CLIP, arXiv
+2411.04997), a frozen LLM's caption embeddings float32 [B, d] (`text_input(batch)` picks the batch's field).
+
 Parameter tree: {'image': ..., 'text': ..., 'logit_scale': (), ['logit_bias': ()]}; every leaf is boxed
 with logical axis names at init (`nn.get_partition_spec(variables)`).
 """
 import dataclasses
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -21,11 +25,13 @@ import ml_collections
 
 from clipjax import config as config_lib
 from clipjax.models import sizes
+from clipjax.models.adapter import LlmAdapter
 from clipjax.models.layers import logical
 from clipjax.models.text import TextTransformer
 from clipjax.models.vit import VisionTransformer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+TEXT_TOWERS = ("transformer", "llm_adapter")
 
 
 def l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -36,8 +42,8 @@ def l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 class CLIP(nn.Module):
     """Image tower + text tower + logit_scale (+ logit_bias). Build with `build_model`."""
-    image: VisionTransformer
-    text: TextTransformer
+    image: nn.Module  # VisionTransformer
+    text: nn.Module   # TextTransformer (token ids) or LlmAdapter (LLM caption embeddings)
     logit_scale_init: float = math.log(1 / 0.07)
     logit_bias_init: float | None = None
 
@@ -51,14 +57,14 @@ class CLIP(nn.Module):
         """images [B, H, W, 3] in [0, 255], patch_keep int [B, K] or None -> zimg [B, E] float32, unit norm."""
         return l2_normalise(self.image(images, patch_keep))
 
-    def encode_text(self, tokens: jax.Array) -> jax.Array:
-        """tokens int [B, L] -> ztxt [B, E] float32, unit norm."""
-        return l2_normalise(self.text(tokens))
+    def encode_text(self, text: jax.Array) -> jax.Array:
+        """tokens int [B, L] (or LLM embeddings float [B, d] for llm_adapter) -> ztxt [B, E] float32, unit norm."""
+        return l2_normalise(self.text(text))
 
-    def __call__(self, images: jax.Array, tokens: jax.Array,
+    def __call__(self, images: jax.Array, text: jax.Array,
                  patch_keep: jax.Array | None = None) -> dict[str, jax.Array]:
         """-> {'zimg' [B, E], 'ztxt' [B, E], 'logit_scale' (), ['logit_bias' ()]}, all float32."""
-        out = {"zimg": self.encode_image(images, patch_keep), "ztxt": self.encode_text(tokens),
+        out = {"zimg": self.encode_image(images, patch_keep), "ztxt": self.encode_text(text),
                "logit_scale": self.logit_scale}
         if self.logit_bias_init is not None:
             out["logit_bias"] = self.logit_bias
@@ -86,23 +92,56 @@ def build_model(config: ml_collections.ConfigDict) -> CLIP:
         raise ValueError(f"config.model.dtype {config.dtype!r}: expected one of {list(DTYPES)}")
     common = dict(embed_dim=int(config.embed_dim), dtype=DTYPES[config.dtype], remat=bool(config.remat))
     bias = config.logit_bias_init
-    return CLIP(image=VisionTransformer(**_tower_kwargs(config.image, VisionTransformer, "image"), **common),
-                text=TextTransformer(**_tower_kwargs(config.text, TextTransformer, "text"), **common),
+    if config.get("text_tower", "transformer") == "llm_adapter":
+        text = LlmAdapter(embed_dim=common["embed_dim"], num_blocks=int(config.adapter_blocks), dtype=common["dtype"])
+    else:
+        text = TextTransformer(**_tower_kwargs(config.text, TextTransformer, "text"), **common)
+    return CLIP(image=VisionTransformer(**_tower_kwargs(config.image, VisionTransformer, "image"), **common), text=text,
                 logit_scale_init=float(config.logit_scale_init),
                 logit_bias_init=None if bias is None else float(bias))
 
 
+def text_input(batch: dict) -> jax.Array:
+    """The text tower's input in a batch: cached LLM caption embeddings when present, else token ids."""
+    return batch["text_embedding"] if "text_embedding" in batch else batch["tokens"]
+
+
+def text_width(config: ml_collections.ConfigDict) -> int:
+    """Features per text input: LLM width (llm_adapter, from config.llm.folder's config.json) or tokens per caption."""
+    if config.model.get("text_tower", "transformer") == "llm_adapter":
+        from clipjax.models import llm_loading  # the LLM's config only (no weights)
+        return llm_loading.read_config(config.llm.folder).hidden_size
+    return config.data.text_length
+
+
+def dummy_text(config: ml_collections.ConfigDict, batch: int = 1) -> jax.Array:
+    """Zeros shaped like a batch's text input: float32 [batch, d] (llm_adapter) or int32 [batch, text_length]."""
+    adapter = config.model.get("text_tower", "transformer") == "llm_adapter"
+    return jnp.zeros((batch, text_width(config)), jnp.float32 if adapter else jnp.int32)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """config.model against config.data: patch grid, image size and text length the towers can take."""
+    """config.model against config.data: patch grid, image size and text length the towers can take; for the
+    LLM adapter text tower, the LLM folder and the caption embedding cache."""
     m, d = config.model, config.data
     require = lambda ok, key, what: config_lib.require(ok, config, key, what)  # noqa: E731
     require(m.image.image_size % m.image.patch_size == 0, "model.image.image_size",
             f"a multiple of model.image.patch_size={m.image.patch_size}")
     require(d.image_size == m.image.image_size, "data.image_size",
             f"equal to model.image.image_size={m.image.image_size}")
-    require(d.text_length <= m.text.context_length, "data.text_length",
-            f"at most model.text.context_length={m.text.context_length}")
     require(m.dtype in DTYPES, "model.dtype", f"one of {list(DTYPES)}")
+    require(m.text_tower in TEXT_TOWERS, "model.text_tower", f"one of {TEXT_TOWERS}")
+    if m.text_tower == "transformer":
+        require(d.text_length <= m.text.context_length, "data.text_length",
+                f"at most model.text.context_length={m.text.context_length}")
+        require(not d.text_embeddings, "data.text_embeddings", "'' (cached LLM embeddings need model.text_tower = "
+                "'llm_adapter')")
+        return
+    require(m.adapter_blocks >= 0, "model.adapter_blocks", "a non-negative count")
+    require(bool(config.llm.folder) and os.path.isfile(os.path.join(config.llm.folder, "config.json")), "llm.folder",
+            "the frozen LLM's Hugging Face folder (with config.json) that embeds captions and class prompts")
+    require(bool(d.text_embeddings), "data.text_embeddings",
+            "the caption embedding cache of config.llm.folder (python -m clipjax.tools.embed_captions)")
 
 
 def model_config(image: str = "B/16", text: str = "B", embed_dim: int = 512) -> ml_collections.ConfigDict:
