@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clipjax import config as config_lib, optim, train
+from clipjax import config as config_lib, llm_text, optim, train
 from clipjax.data import embedding_cache as ec, pipeline
 from clipjax.evaluate import text_input
 from clipjax.models import clip, llm, llm_loading, sizes
@@ -137,7 +137,7 @@ def test_adapter_clip_trains_from_another_runs_image_tower_and_evaluates_through
     # Class prompts go through the same LLM embedding as the cached training captions.
     embedder = text_input.text_encoder(config, trainer.mesh, 8)
     module, params = llm_loading.from_pretrained(folder, causal=False)
-    ids, mask, pool = embed_captions.llm_text.encode_for_embedding(
+    ids, mask, pool = llm_text.encode_for_embedding(
         llm_loading.load_tokenizer(folder), [pipeline.make_source(config.data)[5]["captions"]["caption"]],
         max_length=32)
     want = llm.mean_pool(module.apply({"params": params}, ids, mask)["last_hidden"], pool)[0]

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from clipjax import llm_embed
 from clipjax.data.hf_tokenizer import get_tokenizer
+from clipjax.models import llm_loading
 
 
 class LlmCaptionEmbedder:
@@ -24,11 +26,9 @@ class LlmCaptionEmbedder:
         self._seen: dict[str, np.ndarray] = {}
 
     def _load(self) -> None:
-        from clipjax.models import llm_loading
-        from clipjax.tools import embed_captions
         module, params = llm_loading.from_pretrained(self.folder, dtype=jnp.dtype(self.dtype), mesh=self.mesh,
                                                      causal=not self.bidirectional)
-        self._embed = embed_captions.make_embed_fn(module, params, self.mesh)
+        self._embed = llm_embed.make_embed_fn(module, params, self.mesh)
         self._tokenizer = llm_loading.load_tokenizer(self.folder)
 
     def __call__(self, texts: list[str], context_length: int | None = None) -> np.ndarray:
@@ -37,8 +37,7 @@ class LlmCaptionEmbedder:
         if new:
             if self._embed is None:
                 self._load()
-            from clipjax.tools import embed_captions
-            rows = embed_captions.embed_texts(self._embed, self._tokenizer, new, self.batch_size, self.max_length)
+            rows = llm_embed.embed_texts(self._embed, self._tokenizer, new, self.batch_size, self.max_length)
             self._seen.update(zip(new, rows))
         return np.stack([self._seen[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
 

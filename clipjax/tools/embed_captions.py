@@ -11,7 +11,6 @@ so a killed run resumes where it stopped and its cache equals an uninterrupted r
 (folder and fingerprint), pooling, caption fields and the caption files' fingerprints: another LLM or caption file
 is refused instead of mixed in. A progress bar shows captions/s.
 """
-import functools
 import os
 
 import jax
@@ -22,23 +21,12 @@ import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
-from clipjax import distributed, llm_text, sharding
+from clipjax import distributed, llm_embed, sharding
 from clipjax.data import embedding_cache as ec, pipeline, sources
-from clipjax.models import llm, llm_loading
+from clipjax.models import llm_loading
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config whose config.data names the dataset.", lock_config=False)
-flags.DEFINE_string("llm", None, "Hugging Face folder of the (caption-contrastive tuned) LLM.")
-flags.DEFINE_string("output", None, "Cache folder (created, or resumed when its header matches).")
-flags.DEFINE_list("fields", ["caption"], "Caption fields to embed (e.g. caption,rewrite_1,rewrite_2).")
-flags.DEFINE_integer("batch_size", 64, "Captions per forward pass in each process.")
-flags.DEFINE_integer("max_length", 77, "Tokens per caption (chat template included).")
-flags.DEFINE_integer("chunk", 4096, "Rows per cache file.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "LLM compute dtype.")
-flags.DEFINE_enum("cache_dtype", "float32", ["float32", "float16"], "Stored embedding dtype.")
-flags.DEFINE_bool("bidirectional", True, "Attention without the causal mask (LLM2Vec-adapted LLMs, as LLM2CLIP).")
-flags.DEFINE_bool("progress_bar", True, "Show a progress bar (process 0).")
-flags.mark_flags_as_required(["config", "llm", "output"])
+
 
 
 def chunk_captions(source, header: ec.Header, chunk_id: int) -> dict[str, list[str]]:
@@ -56,29 +44,6 @@ def chunk_captions(source, header: ec.Header, chunk_id: int) -> dict[str, list[s
                 text = ""
             out[f].append(text)
     return out
-
-
-def make_embed_fn(module, params, mesh: jax.sharding.Mesh):
-    """(ids, attention_mask, pool_mask) int32 [B, T] -> float32 [B, D] mean-pooled caption embeddings."""
-    batch = sharding.batch_sharding(mesh, 2)
-
-    @functools.partial(jax.jit, in_shardings=(None, batch, batch, batch))
-    def embed(params, ids, mask, pool):
-        hidden = module.apply({"params": params}, ids, mask, return_logits=False)["last_hidden"]
-        return llm.mean_pool(hidden, pool)
-
-    return lambda ids, mask, pool: np.asarray(embed(params, ids, mask, pool))
-
-
-def embed_texts(embed, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
-    """float32 [len(texts), D]; the last batch is padded to batch_size (one compiled shape)."""
-    out = []
-    for start in range(0, len(texts), batch_size):
-        part = texts[start:start + batch_size]
-        ids, mask, pool = llm_text.encode_for_embedding(tokenizer, part + [""] * (batch_size - len(part)),
-                                                        max_length=max_length)
-        out.append(embed(ids, mask, pool)[:len(part)])
-    return np.concatenate(out)
 
 
 def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, fields: list[str], batch_size: int = 64,
@@ -101,14 +66,14 @@ def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, fields:
         dtype=cache_dtype, chunk=chunk))
     mine = [c for c in range(header.num_chunks) if c % jax.process_count() == jax.process_index()
             and any(not os.path.exists(ec.chunk_path(output, f, c)) for f in header.fields)]
-    embed = make_embed_fn(module, params, mesh)
+    embed = llm_embed.make_embed_fn(module, params, mesh)
     bar = tqdm.tqdm(total=sum(header.chunk_rows(c) for c in mine) * len(header.fields), unit="caption",
                     disable=not (progress_bar and jax.process_index() == 0), dynamic_ncols=True)
     for c in mine:
         texts = chunk_captions(source, header, c)
         for f in header.fields:
             if not os.path.exists(ec.chunk_path(output, f, c)):
-                ec.write_chunk(output, header, f, c, embed_texts(embed, tokenizer, texts[f], batch_size, max_length))
+                ec.write_chunk(output, header, f, c, llm_embed.embed_texts(embed, tokenizer, texts[f], batch_size, max_length))
             bar.update(header.chunk_rows(c))
     bar.close()
     return header
@@ -125,4 +90,16 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    config_flags.DEFINE_config_file("config", None, "Config whose config.data names the dataset.", lock_config=False)
+    flags.DEFINE_string("llm", None, "Hugging Face folder of the (caption-contrastive tuned) LLM.")
+    flags.DEFINE_string("output", None, "Cache folder (created, or resumed when its header matches).")
+    flags.DEFINE_list("fields", ["caption"], "Caption fields to embed (e.g. caption,rewrite_1,rewrite_2).")
+    flags.DEFINE_integer("batch_size", 64, "Captions per forward pass in each process.")
+    flags.DEFINE_integer("max_length", 77, "Tokens per caption (chat template included).")
+    flags.DEFINE_integer("chunk", 4096, "Rows per cache file.")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "LLM compute dtype.")
+    flags.DEFINE_enum("cache_dtype", "float32", ["float32", "float16"], "Stored embedding dtype.")
+    flags.DEFINE_bool("bidirectional", True, "Attention without the causal mask (LLM2Vec-adapted LLMs, as LLM2CLIP).")
+    flags.DEFINE_bool("progress_bar", True, "Show a progress bar (process 0).")
+    flags.mark_flags_as_required(["config", "llm", "output"])
     app.run(main)
