@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from clipjax import recipes, train, validation
-from tests.helpers import REPO
+from tests.helpers import REPO, save_tiny_llm
 
 CONFIGS = sorted(p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*.py"))
 NEEDS_ARG = {"from_converted.py": "a converted weights folder (tested in test_interop)"}
@@ -26,9 +26,17 @@ def test_the_lists_name_existing_files():
     assert set(NEEDS_ARG) | CPU_SIZED <= set(CONFIGS)
 
 
+@pytest.fixture(scope="module")
+def llm_folder(tmp_path_factory):
+    return save_tiny_llm(str(tmp_path_factory.mktemp("llm")), ["a red square"])
+
+
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n not in NEEDS_ARG])
-def test_config_loads_and_validates(name):
-    validation.validate(load(name), num_devices=8)
+def test_config_loads_and_validates(name, llm_folder):
+    config = load(name)
+    if config.model.text_tower == "llm_adapter":  # the frozen LLM is the user's folder; any one validates
+        config.llm.folder = llm_folder
+    validation.validate(config, num_devices=8)
 
 
 @pytest.mark.parametrize("name", sorted(CPU_SIZED))

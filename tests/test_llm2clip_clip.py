@@ -15,8 +15,8 @@ from clipjax import config as config_lib, llm_text, optim, train
 from clipjax.data import embedding_cache as ec, pipeline
 from clipjax.evaluate import text_input
 from clipjax.models import clip, llm, llm_loading, sizes
-from clipjax.tools import embed_captions
-from tests.helpers import save_tiny_llm
+from clipjax.tools import embed_captions, llm2clip_tiny
+from tests.helpers import REPO, save_tiny_llm
 
 SIZE, FIELDS = 64, ["caption", "rewrite_1"]
 
@@ -156,3 +156,18 @@ def test_unknown_init_from_keys_names_the_groups(tmp_path):
     taken = train.finetune.init_params_from(first, state.params, trainer.mesh, keys="text")
     jax.tree.map(np.testing.assert_array_equal, taken["image"], state.params["image"])
     assert not np.array_equal(taken["text"]["proj"]["kernel"], state.params["text"]["proj"]["kernel"])
+
+
+def test_the_tiny_chain_runs_end_to_end_and_reruns_as_done(tmp_path):
+    """clm -> mntp -> cc -> embedding cache -> adapter CLIP, next to plain tiny CLIP (--quick: a few steps each)."""
+    root = str(tmp_path / "chain")
+    results = llm2clip_tiny.run_chain(root, str(REPO / "configs"), quick=True, progress=False)
+    for run in ("clip_0", "tiny_0"):
+        assert 0 <= results[run]["eval/zeroshot_top1"] <= 1 and np.isfinite(results[run]["train/loss"])
+    header = ec.read_header(os.path.join(root, "emb"))
+    assert header.fields == tuple(llm2clip_tiny.FIELDS.split(",")) and header.llm.endswith("cc/hf")
+    with open(os.path.join(root, "clip_0", "config.json")) as f:
+        assert json.load(f)["llm"]["folder"] == header.llm
+    again = llm2clip_tiny.run_chain(root, str(REPO / "configs"), quick=True, progress=False)
+    assert again["clip_0"] == results["clip_0"]  # finished stages are not redone
+    assert "| frozen tiny LLM + adapter |" in llm2clip_tiny.table(results, [0])
