@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -21,10 +22,11 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-HEADER = "header.json"
+from clipjax.data import chunked_files
+from clipjax.data.chunked_files import HEADER
 
 
-class CacheError(ValueError):
+class CacheError(chunked_files.StaleOutput):
     """A cache that cannot serve this run: stale (made from other inputs) or half-written."""
 
 
@@ -123,7 +125,7 @@ def open_for_writing(folder: str, header: Header) -> Header:
     os.makedirs(folder, exist_ok=True)
     for field in header.fields:
         os.makedirs(os.path.join(folder, field), exist_ok=True)
-    _atomic_write(path, header.to_json().encode())
+    chunked_files.atomic_write(path, header.to_json().encode())
     return header
 
 
@@ -136,11 +138,9 @@ def write_chunk(folder: str, header: Header, field: str, chunk_id: int, rows: np
     want = (header.chunk_rows(chunk_id), header.dim)
     if rows.shape != want:
         raise ValueError(f"chunk {chunk_id} of {field!r}: rows of shape {rows.shape}, expected {want}")
-    path = chunk_path(folder, field, chunk_id)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(rows, header.dtype))
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(rows, header.dtype))
+    chunked_files.atomic_write(chunk_path(folder, field, chunk_id), buf.getvalue())
 
 
 def read_header(folder: str) -> Header:
@@ -153,12 +153,9 @@ def read_header(folder: str) -> Header:
 
 def check_header(folder: str, found: Header, expected: Header) -> None:
     """CacheError naming every header field (other than size) that differs: a cache made from other inputs."""
-    diff = [f"{k}: cache {getattr(found, k)!r} vs this run {getattr(expected, k)!r}"
-            for k in ("llm_fingerprint", "pooling", "fields", "sources", "size", "dim", "dtype", "chunk")
-            if getattr(found, k) != getattr(expected, k)]
-    if diff:
-        raise CacheError(f"{os.path.join(folder, HEADER)} was made from other inputs (stale cache; delete it or "
-                         f"point to another folder):\n  " + "\n  ".join(diff))
+    chunked_files.check_same(folder, dataclasses.asdict(found), dataclasses.asdict(expected),
+                             ("llm_fingerprint", "pooling", "fields", "sources", "size", "dim", "dtype", "chunk"),
+                             noun="cache", error=CacheError)
 
 
 class EmbeddingCache:
@@ -188,10 +185,3 @@ class EmbeddingCache:
             raise IndexError(f"index {index} outside the cache's {self.header.size} rows ({self.folder})")
         chunk_id, row = divmod(int(index), self.header.chunk)
         return np.asarray(self._chunk(field, chunk_id)[row], np.float32)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

@@ -16,17 +16,14 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
 from clipjax import distributed, llm_embed, sharding
-from clipjax.data import embedding_cache as ec, pipeline, sources
+from clipjax.data import chunked_files, embedding_cache as ec, pipeline, sources
 from clipjax.models import llm_loading
 
 FLAGS = flags.FLAGS
-
 
 
 def chunk_captions(source, header: ec.Header, chunk_id: int) -> dict[str, list[str]]:
@@ -64,11 +61,11 @@ def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, fields:
         pooling=ec.pooling_name(bidirectional, max_length),
         fields=tuple(fields), sources=ec.source_fingerprints(config.data), size=len(source), dim=module.config.hidden_size,
         dtype=cache_dtype, chunk=chunk))
-    mine = [c for c in range(header.num_chunks) if c % jax.process_count() == jax.process_index()
-            and any(not os.path.exists(ec.chunk_path(output, f, c)) for f in header.fields)]
+    mine = chunked_files.process_chunks(
+        header.num_chunks, lambda c: all(os.path.exists(ec.chunk_path(output, f, c)) for f in header.fields))
     embed = llm_embed.make_embed_fn(module, params, mesh)
-    bar = tqdm.tqdm(total=sum(header.chunk_rows(c) for c in mine) * len(header.fields), unit="caption",
-                    disable=not (progress_bar and jax.process_index() == 0), dynamic_ncols=True)
+    bar = chunked_files.progress(sum(header.chunk_rows(c) for c in mine) * len(header.fields), "caption",
+                                 progress_bar)
     for c in mine:
         texts = chunk_captions(source, header, c)
         for f in header.fields:
