@@ -80,3 +80,46 @@ def text(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
     if cfg.pool not in TEXT_POOL:
         raise ValueError(f"text pool {cfg.pool!r}: expected one of {TEXT_POOL}")
     return cfg
+
+
+# OpenAI CLIP's modified ResNets (arXiv 2103.00020 sec 2.4; open_clip model_configs RN*.json):
+# name: (blocks per stage, width, image_size). 'RNmu' is a CPU-scale twin for tests and tiny configs.
+RESNET_SIZES: dict[str, tuple[tuple[int, int, int, int], int, int]] = {
+        "RNmu": ((1, 1, 1, 1), 16, 64),
+        "RN50": ((3, 4, 6, 3), 64, 224),
+        "RN101": ((3, 4, 23, 3), 64, 224),
+        "RN50x4": ((4, 6, 10, 6), 80, 288),
+        "RN50x16": ((6, 8, 18, 8), 96, 384),
+        "RN50x64": ((3, 15, 36, 10), 128, 448),
+}
+# The CLIP pairing of each ResNet: (embed_dim, text size); RN50x4's text tower is 640 wide with 10 heads.
+RESNET_CLIP: dict[str, tuple[int, tuple[int, int, int]]] = {
+        "RNmu": (64, TEXT_SIZES["mu"]),
+        "RN50": (1024, (512, 12, 8)),
+        "RN101": (512, (512, 12, 8)),
+        "RN50x4": (640, (640, 12, 10)),
+        "RN50x16": (768, (768, 12, 12)),
+        "RN50x64": (1024, (1024, 12, 16)),
+}
+
+
+def resnet(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """Modified-ResNet image tower config for `variant` in RESNET_SIZES, e.g. "RN50".
+
+    Fields: layers (bottlenecks per stage, 4 stages), width (stem width w; stages have w, 2w, 4w, 8w planes and
+    the pooled feature is 32w wide), num_heads (attention-pool heads, 32w / 64 as OpenCLIP), image_size (a
+    multiple of 32; the attention pool's learned position embedding is for (image_size / 32)^2 + 1 tokens).
+    Use with config.model.image_tower = 'resnet'.
+    """
+    if variant not in RESNET_SIZES:
+        raise ValueError(f"resnet variant {variant!r}: expected one of {list(RESNET_SIZES)}")
+    layers, width, image_size = RESNET_SIZES[variant]
+    cfg = _apply(dict(layers=layers, width=width, num_heads=width * 32 // 64, image_size=image_size), overrides,
+                 f"resnet({variant!r})")
+    if len(cfg.layers) != 4 or min(cfg.layers) < 1:
+        raise ValueError(f"resnet layers {tuple(cfg.layers)}: expected 4 positive block counts")
+    if cfg.image_size % 32:
+        raise ValueError(f"resnet image_size {cfg.image_size}: expected a multiple of 32 (total stride)")
+    if (cfg.width * 32) % cfg.num_heads:
+        raise ValueError(f"resnet num_heads {cfg.num_heads}: must divide the pooled width 32 * {cfg.width}")
+    return cfg
