@@ -86,6 +86,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.tau_grad_clip = 5.0     # per-sample temperature gradient clipped to +-this (fastclip_v2, isogclr)
     c.loss.isogclr_beta_u = 0.9    # isogclr: per-sample tau step m <- (1 - this) m + this * grad, tau -= tau_lr * m
     c.loss.shard_state_above = 1 << 22  # per-sample state longer than this is sharded by index range
+    # SLIP (arXiv 2112.12750): + ssl_scale * NT-Xent of a SimCLR head on data.augment='simclr''s two extra views
+    c.loss.ssl_scale = 0.0         # 0: off; SLIP uses 1.0 (added to any image-text loss)
+    c.loss.ssl_temperature = 0.1   # NT-Xent tau
+    c.loss.ssl_hidden_dim = 4096   # head: Linear(width->hidden) BN ReLU Linear(hidden->hidden) BN ReLU Linear(->out)
+    c.loss.ssl_out_dim = 256
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"         # adamw | lamb | lion

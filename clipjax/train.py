@@ -19,7 +19,7 @@ from clipjax import (checkpoint, config as config_lib, distributed, finetune, lo
 from clipjax.data import pipeline
 from clipjax.evaluate.suite import SuiteEvaluator
 from clipjax.metrics_writer import MetricWriter
-from clipjax.models import clip
+from clipjax.models import clip, ssl_head
 
 
 @flax.struct.dataclass
@@ -48,7 +48,12 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     patch_keep = None if image_tokens is None else image_tokens(tokens_rng(step_rng), batch["image"].shape[0])
 
     def objective(params):
+        head_params = params.get(ssl_head.HEAD_KEY)  # SLIP's SimCLR head (loss.ssl_scale > 0), else None
+        params = {k: v for k, v in params.items() if k != ssl_head.HEAD_KEY}
         out = model.apply({"params": params}, batch["image"], clip.text_input(batch), patch_keep)
+        if head_params is not None:
+            out = {**out, **ssl_head.view_outputs(model, {"params": params}, head_params,
+                                                  ssl_head.build_head_from(head_params), batch["views"])}
         loss, metrics, loss_state = loss_fn(out, batch, state.loss_state, state.step)
         return loss, (metrics, loss_state, out)
 
@@ -89,9 +94,6 @@ class Trainer:
         self.config = config
         self.mesh = mesh or sharding.make_mesh(config.mesh)
         validation.validate(config, self.mesh.size)
-        if config.data.augment == "simclr":
-            raise ValueError("config.data.augment = 'simclr' adds SLIP's two extra views, which no loss uses yet "
-                             "(SLIP is not implemented); choose another preset")
         self.model = clip.build_model(config.model)
         self.total_steps = config_lib.resolve_total_steps(config)
         self.loss_fn = losses.make_loss(config, self.mesh)
@@ -99,7 +101,10 @@ class Trainer:
     def _init_params(self, rng):
         h = self.config.model.image.image_size
         images = jnp.zeros((1, h, h, 3), jnp.uint8)
-        return self.model.init(rng, images, clip.dummy_text(self.config))["params"]
+        params = self.model.init(rng, images, clip.dummy_text(self.config))["params"]
+        if self.config.loss.ssl_scale > 0:  # SLIP: the SimCLR head beside the CLIP params
+            params = {**params, ssl_head.HEAD_KEY: ssl_head.init_head(self.config, jax.random.fold_in(rng, 7))}
+        return params
 
     def setup(self, data_size: int) -> TrainState:
         """Optimiser, shardings and the jitted step for a dataset whose largest global index is data_size - 1.
@@ -147,7 +152,8 @@ class Trainer:
     def batch_shardings(self) -> dict:
         text = "text_embedding" if self.config.data.text_embeddings else "tokens"
         return {"image": sharding.batch_sharding(self.mesh, 4), text: sharding.batch_sharding(self.mesh, 2),
-                "index": sharding.batch_sharding(self.mesh, 1)}
+                "index": sharding.batch_sharding(self.mesh, 1),
+                **({"views": sharding.batch_sharding(self.mesh, 5)} if self.config.data.augment == "simclr" else {})}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None

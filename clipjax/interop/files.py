@@ -85,13 +85,18 @@ def save_clipjax(folder: str, params: dict, model: ml_collections.ConfigDict) ->
     ckptr.wait_until_finished()
 
 
+TRAIN_ONLY_PREFIXES = ("ssl_head/",)  # params of training-only branches (SLIP's SimCLR head), never exported
+
+
 def load_clipjax(path: str) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict]:
     """(flat float32 params, `config.model`) from a converted folder, a training workdir (latest checkpoint and its
     config.json), its checkpoints folder or one step folder."""
     from clipjax import finetune
     step_dir = finetune.resolve_step_dir(path)
     model = _find_model_config(path, step_dir)
-    return restore_params(step_dir), model
+    params = restore_params(step_dir)
+    params = {k: v for k, v in params.items() if not k.startswith(TRAIN_ONLY_PREFIXES)}  # e.g. SLIP's head
+    return params, model
 
 
 def restore_params(step_dir: str) -> dict[str, np.ndarray]:
