@@ -57,13 +57,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.num_epochs = -1         # -1: repeat forever; N: the iterator ends after N epochs
     c.data.num_workers = 0         # grain worker processes (0: in the main process)
     c.data.prefetch = 2            # batches prefetched by a host thread
+    c.data.device_prefetch = 2     # global batches on device ahead of the step (2: double buffering; >= 1)
 
     c.model = ml_collections.ConfigDict()
     c.model.image = sizes.vit("mu/8", image_size=64)
     c.model.text = sizes.text("mu", context_length=32)
     c.model.embed_dim = 64
     c.model.dtype = "float32"      # compute dtype; parameters stay float32
-    c.model.remat = False
+    c.model.remat = "none"         # per-block rematerialisation: none | full | dots_saveable | dots_no_batch | offload
+    c.model.attention = "auto"     # auto (cuDNN flash attention on GPU when it can, else XLA) | xla | cudnn | einsum
+    c.model.scan = False           # blocks under nn.scan: compile time independent of depth, params 'blocks' [depth, ...]
     c.model.text_tower = "transformer"  # 'transformer' | 'llm_adapter' (LLM2CLIP: frozen LLM config.llm.folder +
     #                                     trainable adapter on its caption embeddings, data.text_embeddings)
     c.model.adapter_blocks = 4     # llm_adapter: residual MLP blocks (LLM2CLIP: 4)
@@ -122,6 +125,9 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.log_every_steps = 10
     c.max_nonfinite_in_row = 5     # stop after this many consecutive skipped (non-finite) updates
+    c.compile_cache = ml_collections.ConfigDict()
+    c.compile_cache.dir = ""       # persistent compilation cache folder ('' = off): restarts skip compiling
+    c.compile_cache.min_compile_secs = 1.0  # only programs that took at least this long to compile are stored
     c.progress_bar = True
 
     c.evals = ml_collections.ConfigDict()

@@ -9,6 +9,7 @@ adapting those whose shape depends on the token counts. The optimiser state, ste
   - the text position embedding [L0, W] (context_length rows) becomes [L1, W] by `config.init_text_pos`:
     'resize' (linear interpolation along positions), 'extend' (trained rows kept, rows beyond L0 from the fresh
     initialisation; cut to L1 if shorter) or 'reinit' (all rows fresh).
+The blocks may be unrolled or scanned in either run (`clipjax.models.scan_layout`).
 Any other difference (a parameter missing or another shape) is an error naming the parameters.
 """
 import logging
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from clipjax import pytree
+from clipjax.models import scan_layout
 
 TEXT_POS_MODES = ("resize", "extend", "reinit")
 
@@ -62,7 +64,8 @@ def resize_text_pos(pos: jax.Array, fresh: jax.Array, mode: str) -> jax.Array:
 def adapt_params(loaded: dict, fresh: dict, text_pos: str = "resize") -> dict:
     """Checkpoint params `loaded` fitted to the new model's `fresh` params (same tree; only position embeddings
     may differ in shape). Returns a tree shaped like `fresh`."""
-    a, b = pytree.flatten(loaded), pytree.flatten(fresh)
+    b = pytree.flatten(fresh)
+    a = scan_layout.to_layout(pytree.flatten(loaded), scan_layout.is_scanned(b))  # either block layout, exactly
     if set(a) != set(b):
         raise ValueError(f"config.init_from: checkpoint params differ from this model's: missing in checkpoint "
                          f"{sorted(set(b) - set(a))}, not in model {sorted(set(a) - set(b))}")

@@ -77,6 +77,8 @@ def make_optimizer(config: ml_collections.ConfigDict, params) -> tuple[optax.Gra
     chain = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
     tx = optax.chain(*chain, opt)
     labels = frozen_labels(params, o.freeze)
+    if "llm" in params:  # the online LLM2CLIP text encoder is frozen
+        labels = {**labels, "llm": jax.tree.map(lambda _: "frozen", params["llm"])}
     if o.freeze and "trained" not in jax.tree.leaves(labels):
         raise ValueError(f"config.optim.freeze = {o.freeze!r} freezes every parameter")
     group = losses.get(config.loss.name).temperature  # the loss's optimiser group for logit_scale

@@ -88,7 +88,7 @@ def build(s: dict) -> ml_collections.ConfigDict:
                               pool=s.get("text_pool", "last_position"))
     c.model.embed_dim = int(s["embed_dim"])
     c.model.dtype = "bfloat16"  # ours
-    c.model.remat = big  # ours
+    c.model.remat = "full" if big else "none"  # ours
     c.tokens.image_strategy = s["image_strategy"]
     c.tokens.image_keep_ratio = float(s["keep"])
     c.tokens.text_strategy = s["text_strategy"]

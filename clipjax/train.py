@@ -14,9 +14,10 @@ import ml_collections
 import optax
 import tqdm
 
-from clipjax import (checkpoint, config as config_lib, distributed, finetune, losses, optim, sharding, token_reduction,
-                     validation, workdir as workdir_lib)
+from clipjax import (checkpoint, compile_cache, config as config_lib, distributed, finetune, losses, optim, pytree,
+                     sharding, token_reduction, validation, workdir as workdir_lib)
 from clipjax.data import pipeline
+from clipjax.data.device_prefetch import DevicePrefetch
 from clipjax.evaluate.suite import SuiteEvaluator
 from clipjax.metrics_writer import MetricWriter
 from clipjax.models import clip, ssl_head
@@ -94,7 +95,7 @@ class Trainer:
         self.config = config
         self.mesh = mesh or sharding.make_mesh(config.mesh)
         validation.validate(config, self.mesh.size)
-        self.model = clip.build_model(config.model)
+        self.model = clip.build_model(config.model, llm=clip.frozen_llm(config))
         self.total_steps = config_lib.resolve_total_steps(config)
         self.loss_fn = losses.make_loss(config, self.mesh)
 
@@ -147,13 +148,27 @@ class Trainer:
     def init_state(self, data_size: int) -> TrainState:
         """Fresh state (`setup` first), created directly in its shardings (never materialised whole on one device)."""
         self.setup(data_size)
-        return self._fresh(jax.random.PRNGKey(self.config.seed))
+        state = self._fresh(jax.random.PRNGKey(self.config.seed))
+        if self.model.llm is not None:  # online llm_adapter: the frozen LLM's weights from config.llm.folder
+            state = state.replace(params={**state.params, "llm": load_frozen_llm(self.config, state.params["llm"])})
+        return state
 
     def batch_shardings(self) -> dict:
-        text = "text_embedding" if self.config.data.text_embeddings else "tokens"
-        return {"image": sharding.batch_sharding(self.mesh, 4), text: sharding.batch_sharding(self.mesh, 2),
+        text = clip.text_key(self.config)
+        return {"image": sharding.batch_sharding(self.mesh, 4),
+                text: sharding.batch_sharding(self.mesh, 3 if text == "llm_tokens" else 2),
                 "index": sharding.batch_sharding(self.mesh, 1),
                 **({"views": sharding.batch_sharding(self.mesh, 5)} if self.config.data.augment == "simclr" else {})}
+
+
+def load_frozen_llm(config: ml_collections.ConfigDict, fresh: dict) -> dict:
+    """config.llm.folder's weights in the shardings (and tree: the lm_head an embedder never uses is left out) of
+    the state's freshly initialised 'llm' params."""
+    from clipjax.models import llm_loading
+    _, loaded = llm_loading.from_pretrained(config.llm.folder, dtype=clip.DTYPES[config.llm.dtype])
+    flat = pytree.flatten(loaded)
+    return jax.tree_util.tree_map_with_path(
+        lambda p, f: jax.device_put(flat[optim.path_str(p)].astype(f.dtype), f.sharding), fresh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None
@@ -162,6 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
     metrics. The workdir is locked for the run (a second run on it refuses to start). `stop_at`: leave after that
     step (checkpointed), as a preempted run would, without changing the schedule."""
     is_main = jax.process_index() == 0
+    compile_cache.enable(config.compile_cache)
     with workdir_lib.acquire_lock(workdir, is_main):
         prepare_workdir(workdir, config, is_main)
         trainer = Trainer(config)
@@ -184,7 +200,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
         evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings,
                                    report_dir=workdir if is_main else None)
         writer = MetricWriter(workdir, enabled=is_main, resume_step=start or 0)
-        final = _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start or 0, is_main, stop_at)
+        batches = DevicePrefetch(data_iter, lambda b: sharding.global_batch(b, trainer.mesh),
+                                 config.data.device_prefetch)
+        final = _loop(config, trainer, state, batches, ckpt, evaluator, writer, start or 0, is_main, stop_at)
         writer.close()
         ckpt.close()
     return final
@@ -197,7 +215,10 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, is_main: bo
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_main, stop_at):
+def _loop(config, trainer, state, batches, ckpt, evaluator, writer, start, is_main, stop_at):
+    """Steps start+1 .. end on `batches` (a DevicePrefetch: global batches already on device). The host reads
+    device values only at log steps, plus the previous step's two non-finite flags each step, read after this
+    step and the next batch are already queued, so the device never waits for the host."""
     total, batch_size = trainer.total_steps, config.batch_size
     end = min(total, stop_at or total)
     bar = tqdm.tqdm(total=total, initial=start, disable=not (is_main and config.progress_bar), unit="step",
@@ -206,8 +227,7 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
     final, pending, previous = {}, [], None
     t_last, n_last = time.perf_counter(), start
     for step in range(start + 1, end + 1):
-        batch = sharding.global_batch(next(data_iter), trainer.mesh)
-        state, metrics = trainer.step_fn(state, batch)
+        state, metrics = trainer.step_fn(state, next(batches))
         if previous is not None:  # the previous step's flags, read while this step runs (no device stall)
             watch.update(*previous)
             watch.check()
@@ -222,7 +242,7 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
             now = time.perf_counter()
             m["train/examples_per_sec"] = (step - n_last) * batch_size / (now - t_last)
             m["train/skipped_total"] = watch.skipped_total
-            m.update(pipeline.data_metrics(data_iter))  # bad input samples skipped so far (data/skipped_*)
+            m.update(pipeline.data_metrics(batches))  # bad input samples skipped so far (data/skipped_*)
             t_last, n_last = now, step
             writer.write(step, m)
             bar.set_postfix(loss=f"{m['train/loss']:.4f}", ex_s=f"{m['train/examples_per_sec']:.0f}")
@@ -237,7 +257,7 @@ def _loop(config, trainer, state, data_iter, ckpt, evaluator, writer, start, is_
                 bar.write(f"step {step}: " + json.dumps({k: round(v, 4) for k, v in m.items()}))
         preempted = distributed.preemption_requested(step)
         if step % config.checkpoint.every_steps == 0 or last or preempted:
-            ckpt.save(step, state, data_iter)
+            ckpt.save(step, state, batches)
         if preempted:
             ckpt.wait()
             if is_main:
@@ -287,6 +307,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     """Run every config.evals entry on the latest checkpoint in `workdir` (or, when it has none, on the params
     `config.init_from` names, e.g. converted OpenCLIP weights, as step 0); writes WORKDIR/eval_STEP.json (metrics,
     plus per-class tables under 'per_class') and returns the metrics."""
+    compile_cache.enable(config.compile_cache)
     trainer = Trainer(config)
     abstract = trainer.setup(config.data.size)
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint, read_only=True)  # beside a running training

@@ -85,7 +85,8 @@ def test_stale_or_unusable_caches_are_refused_by_name(world, tmp_path):
     config.data.caption_mode = "mixed"  # draws phrasing_2.. that were not embedded
     with pytest.raises(ValueError, match="caption field 'phrasing_.*embed_captions --fields"):
         pipeline.make_train_dataset(config, 0, 1)
-    config = adapter_config(folder, "")
+    config = base_config()
+    config.data.text_embeddings = cache  # a cache without the adapter text tower
     with pytest.raises(ValueError, match="config.data.text_embeddings"):
         train.Trainer(config)
     config = adapter_config(str(tmp_path), cache)
@@ -171,3 +172,25 @@ def test_the_tiny_chain_runs_end_to_end_and_reruns_as_done(tmp_path):
     again = llm2clip_tiny.run_chain(root, str(REPO / "configs"), quick=True, progress=False)
     assert again["clip_0"] == results["clip_0"]  # finished stages are not redone
     assert "| frozen tiny LLM + adapter |" in llm2clip_tiny.table(results, [0])
+
+
+def test_online_llm_in_the_step_trains_like_the_cache(world, tmp_path):
+    """Without a cache the frozen LLM embeds each caption inside the step: same losses as reading the cache (the
+    adapter starts alike and the LLM gets no update); the LLM's weights are the folder's and stay so."""
+    folder, cache = world
+    losses = {}
+    for name, emb in (("cached", cache), ("online", "")):
+        config = adapter_config(folder, emb, steps=3)
+        config.log_every_steps, config.evals.class_sets = 1, "colour"
+        workdir = str(tmp_path / name)
+        train.train_and_evaluate(config, workdir)
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            losses[name] = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+    np.testing.assert_allclose(losses["online"], losses["cached"], rtol=2e-4)
+    config = adapter_config(folder, "", steps=3)
+    trainer = train.Trainer(config)
+    state = train.checkpoint.Checkpointer(str(tmp_path / "online"), config.checkpoint, read_only=True).restore_latest(
+        trainer.setup(SIZE))[1]
+    _, want = llm_loading.from_pretrained(folder)
+    jax.tree.map(np.testing.assert_array_equal, state.params["llm"], {k: v for k, v in want.items() if k in state.params["llm"]})
+    assert "lm_head" not in state.params["llm"]

@@ -12,6 +12,7 @@ state (Orbax, with the train state) continues exactly. Batches: image uint8 [b,H
 the 'simclr' preset), tokens int32 [b,L], index int32 [b].
 """
 import dataclasses
+import functools
 import itertools
 import os
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from clipjax import config as config_lib
+from clipjax import config as config_lib, llm_text
 from clipjax.data import augment as augment_lib
 from clipjax.data import captions as captions_lib
 from clipjax.data import embedding_cache
@@ -30,6 +31,7 @@ from clipjax.data import sources, synthetic
 from clipjax.token_reduction import text as text_reduction
 from clipjax.data.hf_tokenizer import get_tokenizer
 from clipjax.data.tokenizer import ClipTokenizer
+from clipjax.models import llm_loading
 
 SOURCES = ("synthetic", "webdataset", "csv", "arrayrecord", "tfds")
 SKIPPED_KEY = "_skipped"  # per-batch skip report travelling from the workers (SkipCountingBatch); popped by SkipCounter
@@ -58,6 +60,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "'clip_bpe' or a local Hugging Face tokenizer directory")
     require(d.num_epochs == -1 or d.num_epochs > 0, "data.num_epochs", "-1 (forever) or a positive count")
     require(d.max_image_pixels > 0, "data.max_image_pixels", "a positive pixel count")
+    require(d.device_prefetch >= 1, "data.device_prefetch", "a count >= 1 of batches on device (1: no overlap)")
     require(0 <= d.max_skip_rate < 1, "data.max_skip_rate", "a fraction in [0, 1) of samples that may be skipped")
     require(d.text_length >= 3, "data.text_length", "at least 3 (SOT, one token, EOT)")
 
@@ -108,6 +111,8 @@ class TrainTransform:
     max_index: int = -1              # > 0: an index at or above it is a config error (config.data.size)
     debug: bool = False              # also return 'key' and the chosen 'caption' (clipjax.data.inspect)
     text_embeddings: embedding_cache.EmbeddingCache | None = None
+    llm_folder: str = ""             # online llm_adapter: 'llm_tokens' int32 [3, llm_max_length] for this LLM
+    llm_max_length: int = 0
 
     def __call__(self, raw: dict | sources.BadSample) -> dict | Skipped:
         if isinstance(raw, sources.BadSample):
@@ -123,6 +128,8 @@ class TrainTransform:
             return Skipped(e.reason, f"{raw.get('file', raw.get('key'))}: {e}")
         if self.text_embeddings is not None:
             out["text_embedding"] = self.embedding(field, index)
+        elif self.llm_folder:
+            out["llm_tokens"] = llm_tokens(self.llm_folder, caption, self.llm_max_length)
         else:
             out["tokens"] = self.tokens(caption, example_rng(self.seed, epoch, index, 2))
         out["index"] = np.int32(index)
@@ -317,8 +324,20 @@ def make_transform(config: ml_collections.ConfigDict, max_index: int = -1, debug
         if "model" in config and vocab > config.model.text.vocab_size:
             raise ValueError(f"config.data.tokenizer = {d.tokenizer!r} has {vocab} tokens: expected at most "
                              f"model.text.vocab_size = {config.model.text.vocab_size}")
+    online = "model" in config and config.model.text_tower == "llm_adapter" and not d.text_embeddings
     return TrainTransform(config.seed, d.text_length, chooser, aug, d.tokenizer, text_strategy, max_index, debug,
-                          open_text_embeddings(config))
+                          open_text_embeddings(config), config.llm.folder if online else "", config.llm.max_length)
+
+
+@functools.lru_cache(maxsize=4)
+def _llm_tokenizer(folder: str):
+    return llm_loading.load_tokenizer(folder)
+
+
+def llm_tokens(folder: str, caption: str, max_length: int) -> np.ndarray:
+    """int32 [3, max_length]: (ids, attention mask, pooling mask) of `caption` for the LLM in `folder`, encoded as
+    clipjax.tools.embed_captions encodes (chat template, left padding with eos, no instruction)."""
+    return np.concatenate(llm_text.encode_for_embedding(_llm_tokenizer(folder), [caption], max_length=max_length))
 
 
 def open_text_embeddings(config: ml_collections.ConfigDict) -> embedding_cache.EmbeddingCache | None:

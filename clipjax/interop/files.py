@@ -90,12 +90,16 @@ TRAIN_ONLY_PREFIXES = ("ssl_head/",)  # params of training-only branches (SLIP's
 
 def load_clipjax(path: str) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict]:
     """(flat float32 params, `config.model`) from a converted folder, a training workdir (latest checkpoint and its
-    config.json), its checkpoints folder or one step folder."""
+    config.json), its checkpoints folder or one step folder; blocks always unrolled (`model.scan` False)."""
     from clipjax import finetune
+    from clipjax.models import scan_layout
     step_dir = finetune.resolve_step_dir(path)
     model = _find_model_config(path, step_dir)
     params = restore_params(step_dir)
     params = {k: v for k, v in params.items() if not k.startswith(TRAIN_ONLY_PREFIXES)}  # e.g. SLIP's head
+    if scan_layout.is_scanned(params):  # a run with config.model.scan: converters use the unrolled blocks
+        params = scan_layout.unstack_blocks(params)
+        model.scan = False
     return params, model
 
 

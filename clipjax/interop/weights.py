@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipjax.models import vit as vit_lib
+from clipjax.models import scan_layout, vit as vit_lib
 from clipjax.pytree import flatten
 
 # ---------------------------------------------------------------------------------------------- flat trees
@@ -109,7 +109,8 @@ def _block_from_torch(sd: dict, src: str, dst: str, lay: dict, heads: int, out: 
 def to_torch_layout(params: dict, model_cfg, layout: str) -> dict[str, np.ndarray]:
     """clipjax params (nested or flat) + `config.model` -> float32 numpy state dict in `layout` ('openclip'|'hf')."""
     lay = LAYOUTS[layout]
-    p = {k: _f32(v) for k, v in flatten(params).items()}  # a flat dict passes through flatten unchanged
+    # a flat dict passes through flatten unchanged; scanned blocks ([depth, ...]) are unrolled first
+    p = {k: _f32(v) for k, v in scan_layout.unstack_blocks(flatten(params)).items()}
     img, txt = model_cfg.image, model_cfg.text
     out: dict[str, np.ndarray] = {}
     # image stem

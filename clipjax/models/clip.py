@@ -9,7 +9,9 @@
     ztxt = model.apply(variables, tokens, method=model.encode_text)
 
 The text input is token ids int32 [B, L] for the 'transformer' text tower, or, for 'llm_adapter' (LLM2CLIP, arXiv
-2411.04997), a frozen LLM's caption embeddings float32 [B, d] (`text_input(batch)` picks the batch's field).
+2411.04997), a frozen LLM's caption embeddings float32 [B, d] read from a cache; or, online (no cache), the LLM's
+inputs int32 [B, 3, T] (ids, attention mask, pooling mask), embedded by the frozen LLM inside the step (parameters
+under 'llm', never updated). `text_input(batch)` picks the batch's field.
 
 Parameter tree: {'image': ..., 'text': ..., 'logit_scale': (), ['logit_bias': ()]}; every leaf is boxed
 with logical axis names at init (`nn.get_partition_spec(variables)`).
@@ -24,8 +26,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from clipjax import config as config_lib
-from clipjax.models import sizes
+from clipjax.models import llm as llm_lib, sizes
 from clipjax.models.adapter import LlmAdapter
+from clipjax.models import layers
 from clipjax.models.layers import logical
 from clipjax.models.text import TextTransformer
 from clipjax.models.vit import VisionTransformer
@@ -44,6 +47,7 @@ class CLIP(nn.Module):
     """Image tower + text tower + logit_scale (+ logit_bias). Build with `build_model`."""
     image: nn.Module  # VisionTransformer
     text: nn.Module   # TextTransformer (token ids) or LlmAdapter (LLM caption embeddings)
+    llm: nn.Module | None = None  # online llm_adapter: the frozen LlmDecoder that embeds [B, 3, T] inputs
     logit_scale_init: float = math.log(1 / 0.07)
     logit_bias_init: float | None = None
 
@@ -58,7 +62,11 @@ class CLIP(nn.Module):
         return l2_normalise(self.image(images, patch_keep))
 
     def encode_text(self, text: jax.Array) -> jax.Array:
-        """tokens int [B, L] (or LLM embeddings float [B, d] for llm_adapter) -> ztxt [B, E] float32, unit norm."""
+        """tokens int [B, L] (llm_adapter: LLM embeddings float [B, d], or online LLM inputs int [B, 3, T])
+        -> ztxt [B, E] float32, unit norm."""
+        if self.llm is not None and text.ndim == 3:  # online: mean over the caption tokens, no gradient into the LLM
+            hidden = self.llm(text[:, 0], text[:, 1], return_logits=False)["last_hidden"]
+            text = jax.lax.stop_gradient(llm_lib.mean_pool(hidden, text[:, 2]))
         return l2_normalise(self.text(text))
 
     def __call__(self, images: jax.Array, text: jax.Array,
@@ -75,7 +83,7 @@ def _tower_kwargs(cfg: ml_collections.ConfigDict, cls: type[nn.Module], key: str
     """ConfigDict -> constructor kwargs for `cls`, failing on unknown fields and on missing ones without a default
     (a field added later, e.g. text `pad_mask`, takes its default in configs saved before it existed)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    fields = {k: f for k, f in fields.items() if k not in ("embed_dim", "dtype", "remat", "parent", "name")}
+    fields = {k: f for k, f in fields.items() if k not in ("embed_dim", "dtype", "parent", "name") + PERF_KEYS}
     given = dict(cfg)
     missing = sorted(k for k, f in fields.items() if k not in given and f.default is dataclasses.MISSING)
     unknown = sorted(set(given) - set(fields))
@@ -85,39 +93,69 @@ def _tower_kwargs(cfg: ml_collections.ConfigDict, cls: type[nn.Module], key: str
     return given
 
 
-def build_model(config: ml_collections.ConfigDict) -> CLIP:
+PERF_KEYS = ("remat", "attention", "scan")  # config.model keys every transformer tower takes (clipjax.models.layers)
+
+
+def perf_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """Tower kwargs of the performance keys; configs saved before a key existed get its default (bool remat)."""
+    return dict(remat=layers.remat_name(config.get("remat", "none")), attention=str(config.get("attention", "auto")),
+                scan=bool(config.get("scan", False)))
+
+
+def build_model(config: ml_collections.ConfigDict, llm: nn.Module | None = None) -> CLIP:
     """CLIP module from `config.model` (fields: image, text, embed_dim, dtype, remat, logit_scale_init,
-    logit_bias_init; see `model_config`). All module attributes are plain hashable values."""
+    logit_bias_init; see `model_config`), with `llm` (`frozen_llm`) for the online LLM adapter. All module
+    attributes are plain hashable values."""
     if config.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype {config.dtype!r}: expected one of {list(DTYPES)}")
-    common = dict(embed_dim=int(config.embed_dim), dtype=DTYPES[config.dtype], remat=bool(config.remat))
+    common = dict(embed_dim=int(config.embed_dim), dtype=DTYPES[config.dtype], **perf_kwargs(config))
     bias = config.logit_bias_init
     if config.get("text_tower", "transformer") == "llm_adapter":
         text = LlmAdapter(embed_dim=common["embed_dim"], num_blocks=int(config.adapter_blocks), dtype=common["dtype"])
     else:
         text = TextTransformer(**_tower_kwargs(config.text, TextTransformer, "text"), **common)
     return CLIP(image=VisionTransformer(**_tower_kwargs(config.image, VisionTransformer, "image"), **common), text=text,
-                logit_scale_init=float(config.logit_scale_init),
+                logit_scale_init=float(config.logit_scale_init), llm=llm,
                 logit_bias_init=None if bias is None else float(bias))
 
 
+TEXT_KEYS = ("tokens", "text_embedding", "llm_tokens")  # a batch's text input: one of these
+
+
+def text_key(config: ml_collections.ConfigDict) -> str:
+    """The batch field holding the text input: 'tokens' (transformer), 'text_embedding' (llm_adapter with a cache)
+    or 'llm_tokens' (online llm_adapter)."""
+    if config.model.get("text_tower", "transformer") != "llm_adapter":
+        return "tokens"
+    return "text_embedding" if config.data.text_embeddings else "llm_tokens"
+
+
 def text_input(batch: dict) -> jax.Array:
-    """The text tower's input in a batch: cached LLM caption embeddings when present, else token ids."""
-    return batch["text_embedding"] if "text_embedding" in batch else batch["tokens"]
-
-
-def text_width(config: ml_collections.ConfigDict) -> int:
-    """Features per text input: LLM width (llm_adapter, from config.llm.folder's config.json) or tokens per caption."""
-    if config.model.get("text_tower", "transformer") == "llm_adapter":
-        from clipjax.models import llm_loading  # the LLM's config only (no weights)
-        return llm_loading.read_config(config.llm.folder).hidden_size
-    return config.data.text_length
+    """The text tower's input in a batch (the one TEXT_KEYS field it has)."""
+    return next(batch[k] for k in TEXT_KEYS if k in batch)
 
 
 def dummy_text(config: ml_collections.ConfigDict, batch: int = 1) -> jax.Array:
-    """Zeros shaped like a batch's text input: float32 [batch, d] (llm_adapter) or int32 [batch, text_length]."""
-    adapter = config.model.get("text_tower", "transformer") == "llm_adapter"
-    return jnp.zeros((batch, text_width(config)), jnp.float32 if adapter else jnp.int32)
+    """Zeros shaped like a batch's text input: int32 [batch, text_length] (tokens), float32 [batch, d] (cached LLM
+    embeddings, d from config.llm.folder's config.json) or int32 [batch, 3, llm.max_length] (online)."""
+    key = text_key(config)
+    if key == "tokens":
+        return jnp.zeros((batch, config.data.text_length), jnp.int32)
+    if key == "llm_tokens":
+        return jnp.zeros((batch, 3, config.llm.max_length), jnp.int32)
+    from clipjax.models import llm_loading  # the LLM's config only (no weights)
+    return jnp.zeros((batch, llm_loading.read_config(config.llm.folder).hidden_size), jnp.float32)
+
+
+def frozen_llm(config: ml_collections.ConfigDict) -> nn.Module | None:
+    """The online llm_adapter's LlmDecoder (config.llm.folder's architecture, llm.dtype, llm.bidirectional), else
+    None. Its weights are loaded into the state by `clipjax.train.Trainer.init_state`."""
+    if text_key(config) != "llm_tokens":
+        return None
+    from clipjax.models import llm_loading
+    dtype = DTYPES[config.llm.dtype]
+    return llm_lib.LlmDecoder(llm_loading.read_config(config.llm.folder), dtype=dtype, param_dtype=dtype,
+                              causal=not config.llm.bidirectional)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -130,6 +168,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(d.image_size == m.image.image_size, "data.image_size",
             f"equal to model.image.image_size={m.image.image_size}")
     require(m.dtype in DTYPES, "model.dtype", f"one of {list(DTYPES)}")
+    require(isinstance(m.remat, bool) or m.remat in layers.REMAT_POLICIES, "model.remat",
+            f"one of {layers.REMAT_POLICIES}")
+    if m.remat == "offload":
+        layers.remat_policy("offload")  # names the backend when it has no pinned host memory
+    require(m.attention in layers.ATTENTION_IMPLS, "model.attention", f"one of {layers.ATTENTION_IMPLS}")
+    require(not (m.scan and config.optim.name == "lamb"), "model.scan",
+            "False with optim.name = 'lamb' (LAMB's per-leaf trust ratio would span all stacked layers)")
+    require(not (m.scan and config.optim.layer_decay < 1), "model.scan",
+            "False with optim.layer_decay < 1 (layer-wise decay scales the unrolled 'blockN' parameters)")
     require(m.text_tower in TEXT_TOWERS, "model.text_tower", f"one of {TEXT_TOWERS}")
     if m.text_tower == "transformer":
         require(d.text_length <= m.text.context_length, "data.text_length",
@@ -140,14 +187,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(m.adapter_blocks >= 0, "model.adapter_blocks", "a non-negative count")
     require(bool(config.llm.folder) and os.path.isfile(os.path.join(config.llm.folder, "config.json")), "llm.folder",
             "the frozen LLM's Hugging Face folder (with config.json) that embeds captions and class prompts")
-    require(bool(d.text_embeddings), "data.text_embeddings",
-            "the caption embedding cache of config.llm.folder (python -m clipjax.tools.embed_captions)")
+    require(config.llm.dtype in DTYPES, "llm.dtype", f"one of {list(DTYPES)}")
 
 
 def model_config(image: str = "B/16", text: str = "B", embed_dim: int = 512) -> ml_collections.ConfigDict:
-    """Default `config.model`: OpenAI-style towers, float32, no remat, logit_scale ln(1/0.07), no bias.
+    """Default `config.model`: OpenAI-style towers, float32, no remat, 'auto' attention, no scan, logit_scale
+    ln(1/0.07), no bias.
     SigLIP sets logit_scale_init=ln(10), logit_bias_init=-10."""
     return ml_collections.ConfigDict(dict(
-        image=sizes.vit(image), text=sizes.text(text), embed_dim=embed_dim, dtype="float32", remat=False,
+        image=sizes.vit(image), text=sizes.text(text), embed_dim=embed_dim, dtype="float32", remat="none",
+        attention="auto", scan=False,
         logit_scale_init=math.log(1 / 0.07),
         logit_bias_init=ml_collections.config_dict.placeholder(float)))

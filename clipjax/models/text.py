@@ -6,7 +6,8 @@ of a learned position embedding [context_length, width] (normal, std 0.01) -> pr
 
 Masking: `causal` uses a causal mask only (OpenAI CLIP: padding sits to the right of the EOT token, and
 causal attention never looks right, so an EOT-pooled output ignores it). Otherwise attention is
-bidirectional, with pad keys masked out when `pad_mask`, or over every position, padding included, when not
+bidirectional, with the pad keys after each row's last real token masked out when `pad_mask` (passed to attention
+as key lengths, which cuDNN's kernel takes), or over every position, padding included, when not
 (UCSC-VLAA/CLIPA clipa_jax/models/text_transformer.py and facebookresearch/flip models_flip.py call their encoder
 without a mask; OpenCLIP's `no_causal_mask` tower does the same).
 Pooling: 'eot' = the position of the largest token id in the row (OpenAI: EOT 49407 is the largest id);
@@ -24,7 +25,8 @@ PAD_ID = 0
 
 
 class TextTransformer(nn.Module):
-    """Text tower; fields mirror `sizes.text` plus embed_dim, dtype (compute) and remat."""
+    """Text tower; fields mirror `sizes.text` plus embed_dim, dtype (compute), remat, attention and scan
+    (`clipjax.models.layers.Encoder`)."""
     width: int
     depth: int
     mlp_dim: int
@@ -36,7 +38,9 @@ class TextTransformer(nn.Module):
     pool: str
     embed_dim: int
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str = "none"
+    attention: str = "auto"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -51,16 +55,15 @@ class TextTransformer(nn.Module):
                          (self.context_length, self.width))
         x = x + pos[:length].astype(self.dtype)[None]
         valid = tokens != PAD_ID
-        if self.causal:
-            mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
-        else:
-            mask = valid[:, None, None, :] if self.pad_mask else None
-        x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, name="encoder")(x, mask)
+        last = length - 1 - jnp.argmax(valid[:, ::-1], axis=-1)  # the last non-pad position of each row
+        kv_lengths = last + 1 if self.pad_mask and not self.causal else None
+        x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, self.attention, self.scan,
+                    causal=self.causal, name="encoder")(x, kv_lengths)
         rows = jnp.arange(b)
         if self.pool == "eot":
             x = x[rows, jnp.argmax(tokens, axis=-1)]
         elif self.pool == "last":
-            x = x[rows, length - 1 - jnp.argmax(valid[:, ::-1], axis=-1)]
+            x = x[rows, last]
         elif self.pool == "last_position":
             x = x[:, -1]
         elif self.pool == "mean":

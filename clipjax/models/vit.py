@@ -56,12 +56,13 @@ class MapHead(nn.Module):
     mlp_dim: int
     num_heads: int
     dtype: Dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         probe = self.param("probe", logical(nn.initializers.xavier_uniform(), "cls", "embed"), (1, x.shape[-1]))
         probe = jnp.broadcast_to(probe.astype(self.dtype)[None], (x.shape[0], 1, x.shape[-1]))
-        y = Attention(self.num_heads, self.dtype, name="attn")(probe, x)
+        y = Attention(self.num_heads, self.dtype, self.attention, name="attn")(probe, x)
         y = y + Mlp(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "ln")(y))
         return y[:, 0]
 
@@ -72,7 +73,8 @@ def mean_of_patches(x: jax.Array) -> jax.Array:
 
 
 class VisionTransformer(nn.Module):
-    """ViT tower; fields mirror `sizes.vit` plus embed_dim, dtype (compute) and remat."""
+    """ViT tower; fields mirror `sizes.vit` plus embed_dim, dtype (compute), remat, attention and scan
+    (`clipjax.models.layers.Encoder`)."""
     width: int
     depth: int
     mlp_dim: int
@@ -84,7 +86,9 @@ class VisionTransformer(nn.Module):
     embed_dim: int
     ln_pre: bool = False
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str = "none"
+    attention: str = "auto"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, patch_keep: jax.Array | None = None) -> jax.Array:
@@ -115,11 +119,12 @@ class VisionTransformer(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype)[None], (b, 1, self.width)), x], axis=1)
         if self.ln_pre:
             x = layer_norm(self.dtype, "ln_pre")(x)
+        encoder = dict(depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads, dtype=self.dtype,
+                       remat=self.remat, attention=self.attention, scan=self.scan, name="encoder")
         if self.pool == "gap_post_ln":   # the mean comes before the encoder's final LayerNorm
-            x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat,
-                        pool_before_norm=mean_of_patches, name="encoder")(x)
+            x = Encoder(**encoder, pool_before_norm=mean_of_patches)(x)
         else:
-            x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, name="encoder")(x)
+            x = Encoder(**encoder)(x)
             if self.pool == "tok":
                 x = x[:, 0]
             elif self.pool == "gap":
@@ -127,7 +132,7 @@ class VisionTransformer(nn.Module):
             elif self.pool == "gap_with_cls":
                 x = jnp.mean(x, axis=1)
             elif self.pool == "map":
-                x = MapHead(self.mlp_dim, self.num_heads, self.dtype, name="map_head")(x[:, 1:])
+                x = MapHead(self.mlp_dim, self.num_heads, self.dtype, self.attention, name="map_head")(x[:, 1:])
             else:
                 raise ValueError(f"pool {self.pool!r}: expected 'tok', 'gap', 'gap_post_ln', 'gap_with_cls' or "
                                  "'map'")

@@ -37,7 +37,7 @@ def get_config(image_folder: str = ""):
     c.model.image = sizes.vit("L/14", image_size=224, pool="tok", ln_pre=True)
     c.model.embed_dim = 768
     c.model.dtype = "bfloat16"
-    c.model.remat = True
+    c.model.remat = "full"
     c.model.text_tower = "llm_adapter"
     c.model.adapter_blocks = 4
     c.llm.folder = "/runs/cc/hf"   # the merged caption-contrastive Llama-3-8B
