@@ -23,6 +23,7 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...]], ...] = (
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("vocab", "tensor"),
+    ("conv_out", "fsdp"),  # ResNet conv kernels and BN parameters/statistics by output channel
 )
 
 

@@ -122,5 +122,10 @@ def test_fastclip_tables(dataset, size, tau_lr, warmup, end_lr):
     assert config.loss.name == "fastclip_v3" and config.data.size == size
     assert config.loss.tau_lr == pytest.approx(tau_lr) and config.optim.warmup_steps == warmup
     assert config.optim.lr * config.optim.end_lr_ratio == pytest.approx(end_lr)
-    assert tuple(config.data.crop_scale) == (0.9, 1.0) and config.model.image.ln_pre
+    assert tuple(config.data.crop_scale) == (0.9, 1.0)
+    if dataset == "cc3m":  # the paper's open_clip RN50, no ViT stand-in
+        assert config.model.image_tower == "resnet" and tuple(config.model.image.layers) == (3, 4, 6, 3)
+        assert config.model.embed_dim == 1024
+    else:
+        assert config.model.image_tower == "vit" and config.model.image.ln_pre
     assert load(f"fastclip/{dataset}.py", "sogclr").loss.name == "sogclr"

@@ -10,10 +10,12 @@ import numpy as np
 
 from clipjax import sharding
 from clipjax.data.hf_tokenizer import get_tokenizer
+from clipjax.models import clip
 
 
 class Embedder:
-    """`images(params, uint8 [N,H,W,3])`, `texts(params, list[str])`, `tokens(params, int [N,L])`, and
+    """`params`: a params tree, or `clip.variables(params, batch_stats)` for a model with batch norm.
+    `images(params, uint8 [N,H,W,3])`, `texts(params, list[str])`, `tokens(params, int [N,L])`, and
     `stream_images(params, n, fetch, image_shape)` for datasets too large to hold decoded."""
 
     def __init__(self, model, mesh: jax.sharding.Mesh, param_shardings, batch_size: int, text_length: int,
@@ -24,10 +26,10 @@ class Embedder:
         self.tokenize = tokenizer or get_tokenizer("clip_bpe")
         out = sharding.replicated(mesh)
         self._images = jax.jit(
-            lambda params, x, aux: (model.apply({"params": params}, x, method=model.encode_image), aux),
+            lambda params, x, aux: (model.apply(clip.as_variables(params), x, method=model.encode_image), aux),
             in_shardings=(param_shardings, sharding.batch_sharding(mesh, 4), sharding.batch_sharding(mesh, 1)),
             out_shardings=(out, out))
-        self._texts = jax.jit(lambda params, x: model.apply({"params": params}, x, method=model.encode_text),
+        self._texts = jax.jit(lambda params, x: model.apply(clip.as_variables(params), x, method=model.encode_text),
                               in_shardings=(param_shardings, sharding.batch_sharding(mesh, 2)), out_shardings=out)
 
     def images(self, params, images: np.ndarray) -> np.ndarray:

@@ -126,8 +126,6 @@ def model_from_openclip(oc: dict, allow_inexact: bool = False) -> ml_collections
         bad.append("block_type")
     if t.get("proj_type", "linear") != "linear":
         bad.append("text_cfg.proj_type")
-    if "layers" in v and not isinstance(v["layers"], int):
-        bad.append("vision_cfg.layers (ResNet)")
     if oc.get("custom_text") and t.get("hf_model_name"):
         bad.append("custom_text with a Hugging Face text model")
     if bad:
@@ -144,10 +142,15 @@ def model_from_openclip(oc: dict, allow_inexact: bool = False) -> ml_collections
             raise ValueError(f"vision_cfg.image_size {size}: clipjax needs square images")
         size = size[0]
     width = v.get("width", 768)
-    image = _tower(width, v.get("layers", 12), int(width * v.get("mlp_ratio", 4.0)),
-                   _heads(width, v.get("head_width", 64)), patch_size=patch, image_size=size, pos_emb="learn",
-                   pool="tok" if pool == "tok" else "gap_post_ln" if v.get("final_ln_after_pool") else "gap",
-                   ln_pre=not v.get("no_ln_pre", False))
+    resnet = isinstance(v.get("layers"), (list, tuple))  # OpenCLIP builds a ModifiedResNet for 4 stage depths
+    if resnet:
+        image = dict(layers=tuple(int(n) for n in v["layers"]), width=width, image_size=size,
+                     num_heads=_heads(width * 32, v.get("head_width", 64)))
+    else:
+        image = _tower(width, v.get("layers", 12), int(width * v.get("mlp_ratio", 4.0)),
+                       _heads(width, v.get("head_width", 64)), patch_size=patch, image_size=size, pos_emb="learn",
+                       pool="tok" if pool == "tok" else "gap_post_ln" if v.get("final_ln_after_pool") else "gap",
+                       ln_pre=not v.get("no_ln_pre", False))
     causal = not t.get("no_causal_mask", False)
     tpool = t.get("pool_type", "argmax")
     if tpool == "eos":
@@ -162,6 +165,7 @@ def model_from_openclip(oc: dict, allow_inexact: bool = False) -> ml_collections
     _finish(notes, allow_inexact, "this OpenCLIP config in clipjax")
     model = clip_lib.model_config()
     model.image, model.text = ml_collections.ConfigDict(image), ml_collections.ConfigDict(text)
+    model.image_tower = "resnet" if resnet else "vit"
     model.embed_dim = int(oc.get("embed_dim", 512))
     if oc.get("init_logit_bias") is not None:
         model.logit_bias_init = float(oc["init_logit_bias"])
@@ -177,7 +181,8 @@ def _mlp_ratio(mlp_dim: int, width: int) -> float:
 def openclip_from_model(model: ml_collections.ConfigDict, allow_inexact: bool = False) -> dict:
     """clipjax `config.model` -> OpenCLIP model config (the `model_cfg` of an open_clip_config.json)."""
     img, txt = model.image, model.text
-    if img.pool in ("map", "gap_with_cls"):
+    resnet = model.get("image_tower", "vit") == "resnet"
+    if not resnet and img.pool in ("map", "gap_with_cls"):
         raise ValueError(f"config.model.image.pool {img.pool!r} has no OpenCLIP equivalent")
     if txt.pool == "mean":
         raise ValueError("config.model.text.pool 'mean' has no OpenCLIP equivalent")
@@ -187,7 +192,9 @@ def openclip_from_model(model: ml_collections.ConfigDict, allow_inexact: bool = 
     if txt.pool == "last":
         notes.append("text pool 'last': clipjax takes the last non-pad token, OpenCLIP the last position")
     _finish(notes, allow_inexact, "this clipjax model in OpenCLIP")
-    vision = dict(image_size=img.image_size, layers=img.depth, width=img.width, patch_size=img.patch_size,
+    vision = dict(image_size=img.image_size, layers=list(img.layers), width=img.width,
+                  head_width=img.width * 32 // img.num_heads) if resnet else dict(
+                  image_size=img.image_size, layers=img.depth, width=img.width, patch_size=img.patch_size,
                   head_width=img.width // img.num_heads, mlp_ratio=_mlp_ratio(img.mlp_dim, img.width),
                   no_ln_pre=not img.ln_pre, pool_type="tok" if img.pool == "tok" else "avg",
                   final_ln_after_pool=img.pool == "gap_post_ln")
@@ -203,6 +210,9 @@ def openclip_from_model(model: ml_collections.ConfigDict, allow_inexact: bool = 
 def hf_from_model(model: ml_collections.ConfigDict) -> dict:
     """clipjax `config.model` -> `transformers.CLIPConfig` keyword arguments. HF's CLIPModel always has the pre-LN
     (`pre_layrnorm`), class-token pooling and causal EOT-pooled text, so the model must have those."""
+    if model.get("image_tower", "vit") == "resnet":
+        raise ValueError("config.model.image_tower = 'resnet': Hugging Face's CLIPModel has no ResNet tower; export "
+                         "to 'openclip'")
     img, txt = model.image, model.text
     need = {"config.model.image.ln_pre": (img.ln_pre, True), "config.model.image.pool": (img.pool, "tok"),
             "config.model.text.causal": (txt.causal, True), "config.model.text.pool": (txt.pool, "eot")}

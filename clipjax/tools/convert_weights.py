@@ -90,7 +90,10 @@ def check_against_model(params: dict, model) -> None:
     h = model.image.image_size
     shapes = jax.eval_shape(lambda: nn.meta.unbox(m.init(jax.random.key(0), jnp.zeros((1, h, h, 3), jnp.uint8),
                                                           jnp.zeros((1, model.text.context_length), jnp.int32))))
-    weights.check_shapes(params, shapes["params"])
+    expected = dict(shapes["params"])
+    if "batch_stats" in shapes:  # a ResNet's BN running statistics travel under 'batch_stats/'
+        expected["batch_stats"] = shapes["batch_stats"]
+    weights.check_shapes(params, expected)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""FastCLIP on CC3M: the published setting (`clipjax.recipes.FASTCLIP_TABLE`), FastCLIP-v3 unless the argument
-names another loss.
+"""FastCLIP on CC3M: the published setting (`clipjax.recipes.FASTCLIP_TABLE`) with the paper's RN50 image tower
+(OpenAI's modified ResNet, batch norm trained, embed 1024), FastCLIP-v3 unless the argument names another loss.
 
 python -m clipjax.main --config configs/fastclip/cc3m.py --workdir DIR              # fastclip_v3
 python -m clipjax.main --config configs/fastclip/cc3m.py:fastclip_v2 --workdir DIR  # or sogclr, isogclr, v0, v1, clip
