@@ -80,11 +80,30 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else llm_text.eos_id(tokenizer)
 
 
+def generate_batch(module, params, tokenizer, prompts: list[list[int]], header: dict, key: jax.Array
+                   ) -> list[tuple[str, bool, int]]:
+    """(decoded new text, ended with eos, generated tokens) per prompt; the batch is filled up to
+    header['batch_size'] with copies of the first prompt and left-padded to a multiple of BUCKET slots."""
+    b, n = header["batch_size"], header["max_new_tokens"]
+    eos, pad = llm_text.eos_id(tokenizer), pad_id(tokenizer)
+    full = prompts + [prompts[0]] * (b - len(prompts))  # one compilation per prompt width
+    width = llm_text.padded_width(map(len, full), header["context"] - n, BUCKET)
+    ids = llm_text.left_pad(full, width, pad)
+    mask = llm_text.left_pad([[1] * len(p) for p in full], width, 0)
+    new = np.asarray(llm.generate(module, params, ids, mask, max_new_tokens=n, temperature=header["temperature"],
+                                  top_p=header["top_p"], rng=key, eos_token_id=eos, pad_token_id=pad))
+    out = []
+    for row in new[:len(prompts)].tolist():
+        ended = eos in row
+        row = row[:row.index(eos)] if ended else row
+        out.append((tokenizer.decode(row, skip_special_tokens=True), ended, len(row) + ended))
+    return out
+
+
 def rewrite_chunk(module, params, tokenizer, header: dict, pools: list[dict], captions: list[str], start: int,
                   chunk_id: int) -> dict:
     """{'rewrites': [[K texts] per row], 'replaced': {reason: count}, 'tokens': generated token count}."""
-    b, n, budget = header["batch_size"], header["max_new_tokens"], header["context"] - header["max_new_tokens"]
-    eos = llm_text.eos_id(tokenizer)
+    b, budget = header["batch_size"], header["context"] - header["max_new_tokens"]
     out = [[None] * len(pools) for _ in captions]
     replaced, tokens = dict.fromkeys(rp.REASONS, 0), 0
     for k, pool in enumerate(pools):
@@ -97,20 +116,10 @@ def rewrite_chunk(module, params, tokenizer, header: dict, pools: list[dict], ca
                                      budget, start + r)
                 prompts.append(ids)
                 used.append(ex)
-            prompts += [prompts[0]] * (b - len(prompts))  # a full batch: one compilation per prompt width
-            width = llm_text.padded_width(map(len, prompts), budget, BUCKET)
-            ids = llm_text.left_pad(prompts, width, pad_id(tokenizer))
-            mask = llm_text.left_pad([[1] * len(p) for p in prompts], width, 0)
             key = jax.random.fold_in(jax.random.fold_in(jax.random.key(header["seed"]), k), chunk_id * 1_000_003 + s)
-            new = np.asarray(llm.generate(module, params, ids, mask, max_new_tokens=n,
-                                          temperature=header["temperature"], top_p=header["top_p"], rng=key,
-                                          eos_token_id=eos, pad_token_id=pad_id(tokenizer)))
-            for j, r in enumerate(rows):
-                row_tokens = new[j].tolist()
-                ended = eos in row_tokens
-                row_tokens = row_tokens[:row_tokens.index(eos)] if ended else row_tokens
-                tokens += len(row_tokens) + ended
-                text = tokenizer.decode(row_tokens, skip_special_tokens=True)
+            for j, (text, ended, n) in enumerate(generate_batch(module, params, tokenizer, prompts, header, key)):
+                r = rows[j]
+                tokens += n
                 out[r][k], reason = rp.parse_answer(text, ended, captions[r], used[j], pool["instruction"])
                 if reason:
                     replaced[reason] += 1
