@@ -15,7 +15,7 @@ setup(
     description="Efficient CLIP training in JAX/Flax on GPUs and TPUs.",
     python_requires=">=3.11",
     packages=find_packages(include=["clipjax", "clipjax.*"]),
-    package_data={"clipjax": ["assets/*"]},
+    package_data={"clipjax": ["assets/*", "tools/assets/*"]},
     install_requires=REQUIREMENTS,
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
                     # OpenCLIP / Hugging Face PyTorch models, for the weight-conversion tools' .pt files and the parity
