@@ -1,50 +1,24 @@
 """clipjax.tools.vec_captions (VeCLIP): a tiny random LLaVA built here (no downloads) describes the images, the tiny
 Flax LLM fuses; the built-in world end to end with resume, a CSV with broken images, bad input."""
-import json
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clipjax import llm_text
 from clipjax.data import chunked_files, pipeline, sources
 from clipjax.tools import vec_captions
+from clipjax.tools.rewrite_tiny import save_random_vlm as save_tiny_vlm
 from tests.helpers import load_config, save_tiny_llm
 
 SMALL = dict(vlm_max_new_tokens=6, max_new_tokens=12, context=160, batch_size=4, chunk=4)
-
-
-def save_tiny_vlm(folder: str, texts) -> str:
-    """A random LLaVA (1-layer CLIP vision tower on 32 px, 1-layer Llama) with a word-level tokenizer + <image>."""
-    import torch
-    import transformers
-    tok = llm_text.build_word_tokenizer(texts)
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    tok.chat_template = None
-    vision = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=2, image_size=32, patch_size=8)
-    text = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                    num_attention_heads=2, num_key_value_heads=1, pad_token_id=0)
-    config = transformers.LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
-                                      image_token_index=tok.convert_tokens_to_ids("<image>"))
-    torch.manual_seed(0)
-    transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
-    processor = transformers.LlavaProcessor(
-        image_processor=transformers.CLIPImageProcessor(size={"shortest_edge": 32},
-                                                        crop_size={"height": 32, "width": 32}),
-        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", image_token="<image>",
-        num_additional_image_tokens=1)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     raw = sources.SyntheticRaw(32, 16)
     texts = [raw[i]["captions"]["caption"] for i in range(32)] + ["=>", "AltText:", "|", "Image:", "a red car"]
-    with open(vec_captions.FUSION_FILE) as f:
-        pool = json.load(f)
+    pool = vec_captions.fusion_pool()
     texts += [pool["instruction"], vec_captions.VLM_PROMPT, *(x for pair in pool["pairs"] for x in pair)]
     root = tmp_path_factory.mktemp("models")
     return save_tiny_vlm(str(root / "vlm"), texts), save_tiny_llm(str(root / "llm"), texts)

@@ -1,9 +1,10 @@
-"""clipjax.tools.rewrite on the built-in world with a tiny random Llama, plus generation speed of the Flax KV-cache
-decoder against transformers' `generate` on that model and one batch of real rewrite prompts.
+"""clipjax.tools.rewrite and clipjax.tools.vec_captions on the built-in world with tiny random models, plus generation
+speed of the Flax KV-cache decoder against transformers' `generate` on that model and one batch of real prompts.
 
 python -m clipjax.tools.rewrite_tiny --root /tmp/rewrite_tiny [--rows 256] [--repeats 5]   (--repeats: clipjax.tools.llm_benchmark's flag)
 -> ROOT/llm (random 2-layer Llama, word-level tokenizer over the world's captions and the example pools),
-   ROOT/rewrites (the rewrite tool's folder: rewrite_1..4.txt, summary.json). Prints the fallback counts and
+   ROOT/rewrites (the rewrite tool's folder: rewrite_1..4.txt, summary.json), ROOT/vlm (random tiny LLaVA, needs
+   torch) and ROOT/vec (vec_captions' folder: vec.txt, vlm.txt, summary.json). Prints the fallback counts and
    tokens/s of both decoders (greedy, no eos, same prompts; median of interleaved repeats; tokens compared).
 A random model writes random words: the fallback fraction shows the parser at work, not rewrite quality.
 """
@@ -19,7 +20,7 @@ from absl import app, flags
 from clipjax import config as config_lib, llm_text
 from clipjax.data import sources
 from clipjax.models import llm, llm_loading
-from clipjax.tools import rewrite, rewrite_prompt as rp
+from clipjax.tools import rewrite, rewrite_prompt as rp, vec_captions
 from clipjax.tools.llm_benchmark import timed
 
 FLAGS = flags.FLAGS
@@ -40,12 +41,37 @@ def save_random_llm(folder: str, texts, hidden_size: int = 64) -> str:
     return folder
 
 
+def save_random_vlm(folder: str, texts) -> str:
+    """A random LLaVA (1-layer CLIP vision tower on 32 px, 1-layer Llama) with a word-level tokenizer plus <image>,
+    saved with its processor as a Hugging Face folder (transformers + torch)."""
+    import torch
+    import transformers
+    tok = llm_text.build_word_tokenizer(texts)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tok.chat_template = None
+    vision = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=32, patch_size=8)
+    text = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1, pad_token_id=0)
+    config = transformers.LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
+                                      image_token_index=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor = transformers.LlavaProcessor(
+        image_processor=transformers.CLIPImageProcessor(size={"shortest_edge": 32},
+                                                        crop_size={"height": 32, "width": 32}),
+        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", image_token="<image>",
+        num_additional_image_tokens=1)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def world_texts(size: int) -> list[str]:
     raw = sources.SyntheticRaw(size, 16)
     texts = [raw[i]["captions"]["caption"] for i in range(size)] + [rp.ARROW]
-    for pool in rp.builtin_pools().values():
+    for pool in [*rp.builtin_pools().values(), vec_captions.fusion_pool()]:
         texts += [pool["instruction"], *(x for pair in pool["pairs"] for x in pair)]
-    return texts
+    return texts + ["AltText:", "|", "Image:", vec_captions.VLM_PROMPT]
 
 
 def generation_speed(folder: str, ids: np.ndarray, mask: np.ndarray, new_tokens: int, repeats: int) -> dict:
@@ -92,6 +118,16 @@ def main(argv):
     print(f"built-in world: {summary['rows']} rows x {len(POOLS)} pools; replaced by the original "
           f"{sum(r.values())}/{summary['rewrites']} = {summary['replaced_fraction']:.3f} (empty {r['empty']}, "
           f"echo {r['echo']}, overlong {r['overlong']}); files in {os.path.join(root, 'rewrites')}")
+    if FLAGS.vec_rows > 0:
+        vlm = os.path.join(root, "vlm")
+        if not os.path.exists(os.path.join(vlm, "config.json")):
+            save_random_vlm(vlm, world_texts(512))
+        v = vec_captions.run(config, vlm, folder, os.path.join(root, "vec"),
+                             **(settings | {"rows": FLAGS.vec_rows, "vlm_max_new_tokens": 12}))
+        r = v["replaced"]
+        print(f"vec_captions: {v['rows']} rows; original caption kept {sum(r.values())}/{v['rows']} = "
+              f"{v['replaced_fraction']:.3f} (" + ", ".join(f"{k} {n}" for k, n in r.items()) + f"); files in "
+              f"{os.path.join(root, 'vec')}")
     tokenizer = llm_loading.load_tokenizer(folder)
     source, pool = rewrite.pipeline.make_source(config.data), rp.load_pool(POOLS[0])
     prompts = []
@@ -114,5 +150,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("root", "/tmp/rewrite_tiny", "Folder for the tiny LLM and the rewrites.")
     flags.DEFINE_integer("rows", 256, "Rows of the built-in world to rewrite.")
     flags.DEFINE_integer("batch_size", 32, "Prompts per batch (rewrite and speed comparison).")
+    flags.DEFINE_integer("vec_rows", 64, "Rows for vec_captions (0: skip; needs torch).")
     flags.DEFINE_integer("max_new_tokens", 32, "New tokens per rewrite.")
     app.run(main)

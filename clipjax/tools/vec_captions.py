@@ -43,6 +43,11 @@ VLM_PROMPT = "Describe the image concisely, in less than 20 words."
 REASONS = ("bad_image", *rp.REASONS)
 
 
+def fusion_pool() -> dict:
+    with open(FUSION_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def folder_fingerprint(folder: str) -> str:
     """sha256 of a model folder's JSON files plus the names and sizes of its other files."""
     h = hashlib.sha256()
@@ -164,8 +169,7 @@ def run(config: ml_collections.ConfigDict, vlm_folder: str, llm_folder: str, out
             raise FileNotFoundError(f"{flag} {folder!r}: no such folder")
     if context <= max_new_tokens:
         raise ValueError(f"--context {context} must exceed --max_new_tokens {max_new_tokens}")
-    with open(FUSION_FILE, encoding="utf-8") as f:
-        pool = json.load(f)
+    pool = fusion_pool()
     source = pipeline.make_source(config.data)
     rows = len(source) if rows < 0 else min(rows, len(source))
     header = {"tool": "vec_captions", "vlm": os.path.abspath(vlm_folder), "vlm_fingerprint": folder_fingerprint(vlm_folder),
