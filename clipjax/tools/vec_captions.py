@@ -183,7 +183,7 @@ def run(config: ml_collections.ConfigDict, vlm_folder: str, llm_folder: str, out
     os.makedirs(os.path.join(output, "chunks"), exist_ok=True)
     mine = chunked_files.process_chunks(header["num_chunks"], lambda c: os.path.exists(rewrite.chunk_path(output, c)))
     if mine:
-        describer = Describer(vlm_folder, vlm_prompt, vlm_max_new_tokens)
+        describer = Describer(vlm_folder, vlm_prompt, vlm_max_new_tokens, dtype)
         tokenizer = llm_loading.load_tokenizer(llm_folder)
         module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype))
         sizes = [min(chunk, rows - c * chunk) for c in mine]
@@ -232,7 +232,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("chunk", 1024, "Rows per committed chunk.")
     flags.DEFINE_integer("seed", 0, "Example draws and sampling keys.")
     flags.DEFINE_integer("rows", -1, "Caption only the first N rows (-1: all).")
-    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "LLM compute and weight dtype.")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "VLM and LLM compute and weight dtype.")
     flags.DEFINE_bool("progress_bar", True, "Show a progress bar (process 0).")
     flags.mark_flags_as_required(["config", "vlm", "llm", "output"])
     app.run(main)
