@@ -36,6 +36,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.tokenizer = "clip_bpe"  # 'clip_bpe' or a local Hugging Face tokenizer directory
     c.data.text_embeddings = ""    # model.text_tower 'llm_adapter': caption embedding cache folder (made by
     #                                clipjax.tools.embed_captions from config.llm.folder) read in place of tokens
+    c.data.caption_noise = 0.0     # built-in world: this fraction of captions swapped for another example's
+    c.data.filter = ml_collections.ConfigDict()  # keep the best-scored pairs (clipjax.data.quality)
+    c.data.filter.scores = ""      # scores folder of python -m clipjax.tools.score ('' = no filter)
+    c.data.filter.top_fraction = 0.0  # keep the ceil(f N) highest-scored pairs (0: off) ...
+    c.data.filter.min_score = ml_collections.config_dict.placeholder(float)  # ... or those with score >= this
     c.data.augment = "none"        # 'none' | 'eval' | 'clip' | 'clipa_large' | 'randaug' | 'stacked_randaug' | 'simclr'
     c.data.crop_scale = ()         # RandomResizedCrop area scale (min, max); () = the preset's default
     c.data.hflip = False           # random horizontal flip on top of the preset (FLIP); randaug/simclr flip anyway

@@ -27,7 +27,7 @@ from clipjax import config as config_lib, llm_text
 from clipjax.data import augment as augment_lib
 from clipjax.data import captions as captions_lib
 from clipjax.data import embedding_cache
-from clipjax.data import sources, synthetic
+from clipjax.data import quality, sources, synthetic
 from clipjax.token_reduction import text as text_reduction
 from clipjax.data.hf_tokenizer import get_tokenizer
 from clipjax.data.tokenizer import ClipTokenizer
@@ -63,6 +63,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(d.device_prefetch >= 1, "data.device_prefetch", "a count >= 1 of batches on device (1: no overlap)")
     require(0 <= d.max_skip_rate < 1, "data.max_skip_rate", "a fraction in [0, 1) of samples that may be skipped")
     require(d.text_length >= 3, "data.text_length", "at least 3 (SOT, one token, EOT)")
+    require(0 <= d.caption_noise <= 1 and (d.caption_noise == 0 or d.name == "synthetic"), "data.caption_noise",
+            "a fraction in [0, 1], for the built-in world (data.name = 'synthetic') only")
+    quality.validate(config)
 
 
 def make_source(data_config: ml_collections.ConfigDict):
@@ -70,7 +73,7 @@ def make_source(data_config: ml_collections.ConfigDict):
     sequential and built by `make_train_dataset`. Missing or inconsistent files fail here, naming the file."""
     d = data_config
     if d.name == "synthetic":
-        return sources.SyntheticRaw(d.size, d.image_size)
+        return sources.SyntheticRaw(d.size, d.image_size, caption_noise=d.caption_noise)
     if d.name == "csv":
         return sources.CsvSource(d.path, image_root=d.image_root, header=d.csv_header, path_column=d.csv_path_column,
                                  caption_column=d.csv_caption_column, separator=d.csv_separator,
@@ -304,6 +307,7 @@ def data_metrics(iterator) -> dict[str, int]:
     skipped = getattr(iterator, "skipped", {})
     out = {f"data/skipped_{r}": n for r, n in skipped.items() if n}
     out["data/skipped_total"] = sum(skipped.values())
+    out.update(getattr(iterator, "filter_metrics", {}))  # config.data.filter: kept / total pairs
     return out
 
 
@@ -386,6 +390,8 @@ def make_train_dataset(config: ml_collections.ConfigDict, process_index: int, pr
     else:
         source = make_source(d)
         size = getattr(source, "size", len(source))
+        if quality.enabled(config):  # config.data.filter: the best-scored rows only
+            source = quality.Subset(source, quality.load_and_filter(config, source)[0])
         ds = grain.MapDataset.range(len(source))
         if d.shuffle_buffer != 0:
             ds = ds.shuffle(seed=config.seed)
@@ -411,7 +417,10 @@ def make_train_iterator(config: ml_collections.ConfigDict, process_index: int | 
     if config.data.num_workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers,
                                                          per_worker_buffer_size=max(1, config.data.prefetch)))
-    return iter(SkipCounter(ds, config.data.max_skip_rate)), size
+    iterator = iter(SkipCounter(ds, config.data.max_skip_rate))
+    if quality.enabled(config):  # reported by data_metrics
+        iterator.filter_metrics = quality.load_and_filter(config, make_source(config.data))[1]
+    return iterator, size
 
 
 def load_eval_split(config: ml_collections.ConfigDict) -> dict:

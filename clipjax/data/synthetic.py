@@ -293,21 +293,39 @@ class SyntheticSource:
     `source[i]` -> {'image': uint8 [S, S, 3], 'caption': str, 'captions': list[str] (primary first),
     'rewrites': list[str], 'index': i, 'key': f'{split}-{i:08d}', 'labels': {name: int}} with label names
     shape, colour, count, size, position, texture. Train and eval draw from different RNG streams.
+
+    `caption_noise` in [0, 1]: example i is noisy when u_i < caption_noise, u_i uniform from (seed, split, i) on a
+    stream of its own (so the noisy set grows with the knob); a noisy example keeps its image and labels but takes
+    every caption and rewrite of example `mismatch(i)` != i, and carries 'noisy': True.
     """
 
-    def __init__(self, split: str = "train", size: int = 20000, image_size: int = 64, seed: int = 0):
+    def __init__(self, split: str = "train", size: int = 20000, image_size: int = 64, seed: int = 0,
+                 caption_noise: float = 0.0):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if size < 0 or image_size < 16:
             raise ValueError(f"need size >= 0 and image_size >= 16, got {size=}, {image_size=}")
+        if not 0 <= caption_noise <= 1:
+            raise ValueError(f"config.data.caption_noise = {caption_noise}: expected a fraction in [0, 1]")
         self.split, self.size, self.image_size, self.seed = split, size, image_size, seed
+        self.caption_noise = float(caption_noise)
 
     def __len__(self) -> int:
         return self.size
 
     def __repr__(self) -> str:
         return (f"SyntheticSource(split={self.split!r}, size={self.size}, image_size={self.image_size}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, caption_noise={self.caption_noise})")
+
+    def is_noisy(self, i: int) -> bool:
+        """Whether example i's captions are replaced (deterministic in (seed, split, i, caption_noise))."""
+        return self.caption_noise > 0 and self.size > 1 and (np.random.default_rng((self.seed, SPLITS.index(self.split), i, 1)).random()
+                                                           < self.caption_noise)
+
+    def mismatch(self, i: int) -> int:
+        """The other example whose captions a noisy example i takes (uniform over the rest of the split)."""
+        rng = np.random.default_rng((self.seed, SPLITS.index(self.split), i, 2))
+        return (i + 1 + int(rng.integers(0, self.size - 1))) % self.size
 
     def _rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, SPLITS.index(self.split), i))
@@ -324,6 +342,14 @@ class SyntheticSource:
 
     def __getitem__(self, i: int) -> dict:
         i = self._check(i)
+        example = self._clean(i)
+        if self.is_noisy(i):
+            other = self._clean(self.mismatch(i))
+            example.update(caption=other["caption"], captions=other["captions"], rewrites=other["rewrites"])
+        example["noisy"] = self.is_noisy(i)
+        return example
+
+    def _clean(self, i: int) -> dict:
         rng = self._rng(i)
         scene = sample_scene(rng, self.image_size)
         image, _ = render_scene(scene, self.image_size, rng)
