@@ -215,7 +215,8 @@ def main(argv):
     print(f"{FLAGS.output}: {summary['rows']} rows x {len(summary['files'])} rewrites in "
           f"{time.perf_counter() - t0:.1f} s; replaced by the original: {sum(r.values())}/{summary['rewrites']} "
           f"({summary['replaced_fraction']:.1%}; empty {r['empty']}, echo {r['echo']}, overlong {r['overlong']})")
-    print("train with: --config.data.rewrite_files=" + ",".join(os.path.join(FLAGS.output, f) for f in summary["files"]))
+    files = ",".join(os.path.join(FLAGS.output, f) for f in summary["files"])
+    print(f"train with: --config.data.rewrite_files={files}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """clipjax.tools.rewrite and clipjax.tools.vec_captions on the built-in world with tiny random models, plus generation
 speed of the Flax KV-cache decoder against transformers' `generate` on that model and one batch of real prompts.
 
-python -m clipjax.tools.rewrite_tiny --root /tmp/rewrite_tiny [--rows 256] [--repeats 5]   (--repeats: clipjax.tools.llm_benchmark's flag)
+python -m clipjax.tools.rewrite_tiny --root /tmp/rewrite_tiny [--rows 256] [--vec_rows 64] [--repeats 5]
+(--repeats is clipjax.tools.llm_benchmark's flag)
 -> ROOT/llm (random 2-layer Llama, word-level tokenizer over the world's captions and the example pools),
    ROOT/rewrites (the rewrite tool's folder: rewrite_1..4.txt, summary.json), ROOT/vlm (random tiny LLaVA, needs
    torch) and ROOT/vec (vec_captions' folder: vec.txt, vlm.txt, summary.json). Prints the fallback counts and

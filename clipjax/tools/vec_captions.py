@@ -172,7 +172,8 @@ def run(config: ml_collections.ConfigDict, vlm_folder: str, llm_folder: str, out
     pool = fusion_pool()
     source = pipeline.make_source(config.data)
     rows = len(source) if rows < 0 else min(rows, len(source))
-    header = {"tool": "vec_captions", "vlm": os.path.abspath(vlm_folder), "vlm_fingerprint": folder_fingerprint(vlm_folder),
+    header = {"tool": "vec_captions", "vlm": os.path.abspath(vlm_folder),
+              "vlm_fingerprint": folder_fingerprint(vlm_folder),
               "llm": os.path.abspath(llm_folder), "llm_fingerprint": ec.llm_fingerprint(llm_folder),
               "sources": [list(s) for s in ec.source_fingerprints(config.data)], "rows": rows,
               "fusion_sha256": hashlib.sha256(json.dumps(pool, sort_keys=True).encode()).hexdigest()[:16],
@@ -213,7 +214,8 @@ def main(argv):
         return
     r = summary["replaced"]
     print(f"{FLAGS.output}: {summary['rows']} rows in {time.perf_counter() - t0:.1f} s; original caption kept for "
-          f"{sum(r.values())} ({summary['replaced_fraction']:.1%}; " + ", ".join(f"{k} {v}" for k, v in r.items()) + ")")
+          f"{sum(r.values())} ({summary['replaced_fraction']:.1%}; "
+          + ", ".join(f"{k} {v}" for k, v in r.items()) + ")")
 
 
 if __name__ == "__main__":
