@@ -74,6 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.scan = False           # blocks under nn.scan: compile time independent of depth, params 'blocks' [depth, ...]
     c.model.text_tower = "transformer"  # 'transformer' | 'llm_adapter' (LLM2CLIP: frozen LLM config.llm.folder +
     #                                     trainable adapter on its caption embeddings, data.text_embeddings)
+    c.model.image_tower = "vit"    # 'vit' | 'resnet' (model.image = sizes.resnet('RN50'): OpenAI's modified ResNet)
+    c.model.batch_norm = "train"   # resnet BN: 'train' (batch statistics, running ones carried in the train state)
+    #                                | 'frozen' (running statistics only, never updated: fine-tuning converted weights)
     c.model.adapter_blocks = 4     # llm_adapter: residual MLP blocks (LLM2CLIP: 4)
     c.model.logit_scale_init = math.log(1 / 0.07)
     c.model.logit_bias_init = ml_collections.config_dict.placeholder(float)

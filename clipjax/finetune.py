@@ -135,3 +135,16 @@ def init_params_from(path: str, fresh_params: dict, mesh: jax.sharding.Mesh, tex
     params = jax.tree.map(lambda x, f: jax.device_put(x, f.sharding), params, wanted)
     logging.info("initialised parameters %s from %s", groups, step_dir)
     return {**fresh_params, **params}
+
+
+def init_batch_stats_from(path: str, fresh_stats: dict, mesh: jax.sharding.Mesh) -> dict:
+    """A ResNet's BN running statistics from the checkpoint or converted folder `path` names (its 'batch_stats'),
+    in the shardings of `fresh_stats`; fails naming `path` when it has none or they do not fit."""
+    from clipjax.interop import files
+    flat = {k[len("batch_stats/"):]: v for k, v in files.restore_params(resolve_step_dir(path)).items()
+            if k.startswith("batch_stats/")}
+    want = pytree.flatten(fresh_stats)
+    if set(flat) != set(want) or any(tuple(flat[k].shape) != tuple(want[k].shape) for k in want):
+        raise ValueError(f"config.init_from: {path} holds no batch norm statistics matching this model "
+                         f"({len(flat)} stored, {len(want)} needed); a ResNet needs its running statistics")
+    return pytree.unflatten({k: jax.device_put(flat[k].astype(want[k].dtype), want[k].sharding) for k in want})

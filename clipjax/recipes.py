@@ -156,10 +156,11 @@ def flip_config(stage: str, arg: str | None = None) -> ml_collections.ConfigDict
 
 
 # FastCLIP (Optimization-AI/fast_clip scripts) per dataset; `loss` picks the GCL variant (fastclip_v3 by default).
-# Image towers: the paper's ViT-B/32 (CC12M) and ViT-B/16 (LAION); ViT-B/32 stands in for CC3M's ResNet-50.
+# Image towers as the paper: RN50 (CC3M), ViT-B/32 (CC12M), ViT-B/16 (LAION).
 FASTCLIP_TABLE: dict[str, dict] = {
-    # CC3M: 8 GPUs x 128, 37 epochs, lr 1e-3, wd 0.1, 10k warm-up, gamma 1 -> 0.2 over 18 epochs, rho 6.5
-    "cc3m": dict(size=2_723_840, batch=1024, epochs=37, image="B/32", lr=1e-3, wd=0.1, warmup=10_000, end_lr=0.0,
+    # CC3M: open_clip RN50, 8 GPUs x 128, 37 epochs, lr 1e-3, wd 0.1, 10k warm-up, gamma 1 -> 0.2 over 18 epochs,
+    # rho 6.5
+    "cc3m": dict(size=2_723_840, batch=1024, epochs=37, image="RN50", lr=1e-3, wd=0.1, warmup=10_000, end_lr=0.0,
                  eps=1e-14, gamma_min=0.2, gamma_epochs=18, rho=6.5, tau_lr=2e-4),
     # CC12M: 2048, 33 epochs, lr 4e-4, wd 0.1, gamma 0.2 over 16 epochs, rho 8.5, temperature lr 1e-4
     "cc12m": dict(size=9_187_328, batch=2048, epochs=33, image="B/32", lr=4e-4, wd=0.1, warmup=10_000, end_lr=0.0,
@@ -187,9 +188,13 @@ def fastclip_config(arg: str | None = None, dataset: str = "cc3m") -> ml_collect
     c.data.text_length = 77
     c.data.augment = "clip"  # RandomResizedCrop (0.9, 1), as OpenCLIP trains
     c.data.crop_scale = (0.9, 1.0)
-    c.model.image = sizes.vit(s["image"], image_size=224, pool="tok", pos_emb="learn", ln_pre=True)
+    if s["image"] in sizes.RESNET_SIZES:  # OpenAI's modified ResNet, BN trained (open_clip RN50: embed 1024)
+        c.model.image_tower, c.model.image = "resnet", sizes.resnet(s["image"])
+        c.model.embed_dim = sizes.RESNET_CLIP[s["image"]][0]
+    else:
+        c.model.image = sizes.vit(s["image"], image_size=224, pool="tok", pos_emb="learn", ln_pre=True)
+        c.model.embed_dim = 512
     c.model.text = sizes.text("B", context_length=77)
-    c.model.embed_dim = 512
     c.model.dtype = "bfloat16"
     c.optim.lr = s["lr"]
     c.optim.end_lr_ratio = s["end_lr"] / s["lr"]

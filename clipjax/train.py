@@ -32,6 +32,11 @@ class TrainState:
     rng: jax.Array           # uint32 [2]
     loss_state: Any          # per-sample loss estimators ({} for clip/siglip)
     nonfinite: jax.Array     # int32 []: consecutive skipped updates (non-finite loss or gradient)
+    batch_stats: Any = flax.struct.field(default_factory=dict)  # BN running statistics (ResNet towers), else {}
+
+    def eval_params(self):
+        """What evaluators take: the params, or `clip.variables(params, batch_stats)` for a model with BN."""
+        return clip.eval_params(self.params, self.batch_stats)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,21 +49,29 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
                ) -> tuple[TrainState, dict]:
     """One optimiser step. batch: image uint8 [B,H,W,3], tokens int32 [B,L], index int32 [B].
     `image_tokens(rng, B)` -> patch_keep int32 [B, K] masks image tokens (`token_reduction.patch_keep_fn`); None keeps all.
-    A non-finite loss or gradient leaves params, optimiser and loss state unchanged and counts the skip."""
+    A non-finite loss or gradient leaves params, optimiser and loss state unchanged and counts the skip.
+    With batch statistics (a ResNet, model.batch_norm = 'train': `model` built with train=True) the running BN
+    statistics in state.batch_stats are updated from this batch; frozen BN reads them and leaves them as they are."""
     rng, step_rng = jax.random.split(state.rng)
     patch_keep = None if image_tokens is None else image_tokens(tokens_rng(step_rng), batch["image"].shape[0])
 
     def objective(params):
         head_params = params.get(ssl_head.HEAD_KEY)  # SLIP's SimCLR head (loss.ssl_scale > 0), else None
         params = {k: v for k, v in params.items() if k != ssl_head.HEAD_KEY}
-        out = model.apply({"params": params}, batch["image"], clip.text_input(batch), patch_keep)
+        args = (clip.variables(params, state.batch_stats), batch["image"], clip.text_input(batch), patch_keep)
+        if state.batch_stats and model.image.train:
+            out, updated = model.apply(*args, mutable=["batch_stats"])
+            batch_stats = updated["batch_stats"]
+        else:
+            out, batch_stats = model.apply(*args), state.batch_stats
         if head_params is not None:
-            out = {**out, **ssl_head.view_outputs(model, {"params": params}, head_params,
-                                                  ssl_head.build_head_from(head_params), batch["views"])}
+            out = {**out, **ssl_head.view_outputs(model, args[0], head_params, ssl_head.build_head_from(head_params),
+                                                  batch["views"])}
         loss, metrics, loss_state = loss_fn(out, batch, state.loss_state, state.step)
-        return loss, (metrics, loss_state, out)
+        return loss, (metrics, loss_state, out, batch_stats)
 
-    (loss, (metrics, loss_state, out)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    (loss, (metrics, loss_state, out, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = clamp_logit_scale(params, max_logit_scale)
@@ -68,7 +81,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     new_state = TrainState(
         step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
         rng=rng, loss_state=keep(loss_state, state.loss_state),
-        nonfinite=jnp.where(finite, 0, state.nonfinite + 1))
+        nonfinite=jnp.where(finite, 0, state.nonfinite + 1), batch_stats=keep(batch_stats, state.batch_stats))
     metrics = {f"train/{k}": v for k, v in metrics.items()}
     metrics.update({"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr_schedule(state.step),
                     "train/logit_scale": jnp.exp(out["logit_scale"]), "train/skipped": 1 - finite.astype(jnp.int32),
@@ -96,16 +109,19 @@ class Trainer:
         self.mesh = mesh or sharding.make_mesh(config.mesh)
         validation.validate(config, self.mesh.size)
         self.model = clip.build_model(config.model, llm=clip.frozen_llm(config))
+        self.train_model = clip.build_model(config.model, llm=self.model.llm, train=True)  # BN mode of the step
         self.total_steps = config_lib.resolve_total_steps(config)
         self.loss_fn = losses.make_loss(config, self.mesh)
 
-    def _init_params(self, rng):
+    def _init_variables(self, rng) -> dict:
+        """Boxed {'params': ..., ['batch_stats': ...]} of a fresh model."""
         h = self.config.model.image.image_size
         images = jnp.zeros((1, h, h, 3), jnp.uint8)
-        params = self.model.init(rng, images, clip.dummy_text(self.config))["params"]
+        variables = dict(self.model.init(rng, images, clip.dummy_text(self.config)))
         if self.config.loss.ssl_scale > 0:  # SLIP: the SimCLR head beside the CLIP params
-            params = {**params, ssl_head.HEAD_KEY: ssl_head.init_head(self.config, jax.random.fold_in(rng, 7))}
-        return params
+            head = ssl_head.init_head(self.config, jax.random.fold_in(rng, 7))
+            variables["params"] = {**variables["params"], ssl_head.HEAD_KEY: head}
+        return variables
 
     def setup(self, data_size: int) -> TrainState:
         """Optimiser, shardings and the jitted step for a dataset whose largest global index is data_size - 1.
@@ -114,16 +130,22 @@ class Trainer:
         config, mesh = self.config, self.mesh
         repl = sharding.replicated(mesh)
         rng = jax.random.PRNGKey(config.seed)
-        boxed = jax.eval_shape(self._init_params, jax.random.split(rng)[0])
+        boxed_vars = jax.eval_shape(self._init_variables, jax.random.split(rng)[0])
+        boxed = boxed_vars["params"]
         self.param_shardings = sharding.param_shardings(boxed, mesh)
+        stats_shardings = sharding.param_shardings(boxed_vars.get("batch_stats", {}), mesh)
+        # what evaluators take (TrainState.eval_params) and its shardings
+        self.eval_shardings = clip.eval_params(self.param_shardings, stats_shardings)
         self.tx, self.lr_schedule = optim.make_optimizer(config, nn.meta.unbox(boxed))
         init_loss_state = lambda: losses.init_loss_state(config, data_size, mesh)  # noqa: E731
 
         def fresh(rng):
             params_rng, state_rng = jax.random.split(rng)
-            params = nn.meta.unbox(self._init_params(params_rng))
+            variables = nn.meta.unbox(self._init_variables(params_rng))
+            params = variables["params"]
             return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
-                              rng=state_rng, loss_state=init_loss_state(), nonfinite=jnp.zeros((), jnp.int32))
+                              rng=state_rng, loss_state=init_loss_state(), nonfinite=jnp.zeros((), jnp.int32),
+                              batch_stats=variables.get("batch_stats", {}))
 
         abstract = jax.eval_shape(fresh, rng)
         opt_shardings = optax.tree_map_params(self.tx, lambda _, s: s, abstract.opt_state, self.param_shardings,
@@ -131,6 +153,7 @@ class Trainer:
                                               is_leaf=lambda x: isinstance(x, optax.MaskedNode))
         self.state_shardings = TrainState(
             step=repl, params=self.param_shardings, opt_state=opt_shardings, rng=repl, nonfinite=repl,
+            batch_stats=stats_shardings,
             loss_state=jax.jit(init_loss_state).lower().compile().output_shardings)
         # The shardings are a prefix of the state: one sharding stands for an optax.MaskedNode (the empty state of a
         # multi_transform group), which is kept as it is.
@@ -138,7 +161,7 @@ class Trainer:
                                      jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state_shardings, abstract)
         self._fresh = jax.jit(fresh, out_shardings=self.state_shardings)
         self.step_fn = jax.jit(
-            functools.partial(train_step, model=self.model, tx=self.tx, loss_fn=self.loss_fn,
+            functools.partial(train_step, model=self.train_model, tx=self.tx, loss_fn=self.loss_fn,
                               lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale,
                               image_tokens=token_reduction.patch_keep_fn(config)),
             in_shardings=(self.state_shardings, self.batch_shardings()),
@@ -195,9 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
         else:
             state = trainer.init_state(data_size)
             if config.init_from:  # a new stage of a multi-stage run: params from the earlier stage, all else fresh
-                state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
-                                                                       config.init_text_pos, config.init_from_keys))
-        evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings,
+                state = init_from(config, state, trainer.mesh)
+        evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.eval_shardings,
                                    report_dir=workdir if is_main else None)
         writer = MetricWriter(workdir, enabled=is_main, resume_step=start or 0)
         batches = DevicePrefetch(data_iter, lambda b: sharding.global_batch(b, trainer.mesh),
@@ -206,6 +228,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at:
         writer.close()
         ckpt.close()
     return final
+
+
+def init_from(config: ml_collections.ConfigDict, state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
+    """`state` with the params (and a ResNet's BN running statistics, when the image tower is taken) of
+    config.init_from (clipjax.finetune)."""
+    state = state.replace(params=finetune.init_params_from(config.init_from, state.params, mesh,
+                                                           config.init_text_pos, config.init_from_keys))
+    groups = [k.strip() for k in config.init_from_keys.split(",") if k.strip()]
+    if state.batch_stats and (not groups or "image" in groups):
+        state = state.replace(batch_stats=finetune.init_batch_stats_from(config.init_from, state.batch_stats, mesh))
+    return state
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, is_main: bool) -> None:
@@ -250,7 +283,7 @@ def _loop(config, trainer, state, batches, ckpt, evaluator, writer, start, is_ma
             final.update(m)
         bar.update(1)
         if evaluator.due(step, total):  # each config.evals entry at its own cadence, all at the end
-            m = {f"eval/{k}": v for k, v in evaluator(state.params, step, total).items()}
+            m = {f"eval/{k}": v for k, v in evaluator(state.eval_params(), step, total).items()}
             writer.write(step, m)
             final.update(m)
             if is_main:
@@ -267,7 +300,7 @@ def _loop(config, trainer, state, batches, ckpt, evaluator, writer, start, is_ma
     bar.close()
     ckpt.wait()
     if start >= total:
-        final = {f"eval/{k}": v for k, v in evaluator(state.params).items()}
+        final = {f"eval/{k}": v for k, v in evaluator(state.eval_params()).items()}
     return final
 
 
@@ -315,12 +348,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     if step is None and config.init_from:
         step = 0
         state = trainer.init_state(config.data.size)
-        state = state.replace(params=finetune.init_params_from(config.init_from, state.params, trainer.mesh,
-                                                               config.init_text_pos, config.init_from_keys))
+        state = init_from(config, state, trainer.mesh)
     elif step is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} (and no config.init_from)")
-    evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.param_shardings)
-    metrics = {f"eval/{k}": v for k, v in evaluator(state.params).items()}
+    evaluator = SuiteEvaluator(config, trainer.model, trainer.mesh, trainer.eval_shardings)
+    metrics = {f"eval/{k}": v for k, v in evaluator(state.eval_params()).items()}
     if jax.process_index() == 0:
         report = {"step": step, **metrics}
         if evaluator.tables:

@@ -73,15 +73,19 @@ def _torch():
 
 
 def save_clipjax(folder: str, params: dict, model: ml_collections.ConfigDict) -> None:
-    """Write `folder/model.json` and `folder/state` ({'params': params}, orbax)."""
+    """Write `folder/model.json` and `folder/state` ({'params': params}, orbax; a ResNet's flat 'batch_stats/...'
+    entries go to {'batch_stats': ...} beside them, as in a training checkpoint's state)."""
     import orbax.checkpoint as ocp
     folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "model.json"), "w") as f:
         f.write(model.to_json(indent=2, sort_keys=True))
     tree = pytree.unflatten({k: np.asarray(v, np.float32) for k, v in pytree.flatten(params).items()})
+    item = {"params": tree}
+    if "batch_stats" in tree:
+        item["batch_stats"] = tree.pop("batch_stats")
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(folder, "state"), {"params": tree}, force=True)
+    ckptr.save(os.path.join(folder, "state"), item, force=True)
     ckptr.wait_until_finished()
 
 
@@ -104,7 +108,8 @@ def load_clipjax(path: str) -> tuple[dict[str, np.ndarray], ml_collections.Confi
 
 
 def restore_params(step_dir: str) -> dict[str, np.ndarray]:
-    """The 'params' subtree of the orbax item `step_dir/state`, as flat numpy arrays (no devices involved)."""
+    """The 'params' subtree of the orbax item `step_dir/state`, as flat numpy arrays (no devices involved), plus
+    its 'batch_stats' (a ResNet's BN running statistics) as flat 'batch_stats/...' entries when it has any."""
     import orbax.checkpoint as ocp
     state_dir = os.path.join(step_dir, "state")
     ckptr = ocp.PyTreeCheckpointer()
@@ -114,11 +119,14 @@ def restore_params(step_dir: str) -> dict[str, np.ndarray]:
     if "params" not in meta:
         raise ValueError(f"{state_dir} holds no 'params'")
     import jax
-    item = jax.tree.map(lambda m: np.zeros(tuple(m.shape), np.float32), dict(meta["params"]))
+    groups = ["params"] + (["batch_stats"] if meta.get("batch_stats") else [])
+    item = {g: jax.tree.map(lambda m: np.zeros(tuple(m.shape), np.float32), dict(meta[g])) for g in groups}
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item={"params": item}, restore_args={"params": args}, partial_restore=True))
-    return {k: np.asarray(v, np.float32) for k, v in pytree.flatten(restored["params"]).items()}
+    restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=args,
+                                                                    partial_restore=True))
+    flat = pytree.flatten({**restored["params"], **({"batch_stats": restored["batch_stats"]}
+                                                    if "batch_stats" in restored else {})})
+    return {k: np.asarray(v, np.float32) for k, v in flat.items()}
 
 
 def _find_model_config(path: str, step_dir: str) -> ml_collections.ConfigDict:

@@ -17,11 +17,15 @@ The image stem differs in two ways that are folded exactly (the embeddings are u
     is 0 (any imported or freshly initialised model); otherwise the bias moves into the position embedding.
 A 'sincos2d' position embedding (not a parameter in clipjax) is exported as the table it computes; on import it
 becomes a learned ('learn') one.
+A ResNet image tower (config.model.image_tower = 'resnet') maps to OpenCLIP's ModifiedResNet by
+clipjax.interop.resnet_layout; its BN running statistics ride in the flat dict under 'batch_stats/'. Hugging Face's
+CLIPModel has no ResNet.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from clipjax.interop import resnet_layout
 from clipjax.models import scan_layout, vit as vit_lib
 from clipjax.pytree import flatten
 
@@ -113,7 +117,25 @@ def to_torch_layout(params: dict, model_cfg, layout: str) -> dict[str, np.ndarra
     p = {k: _f32(v) for k, v in scan_layout.unstack_blocks(flatten(params)).items()}
     img, txt = model_cfg.image, model_cfg.text
     out: dict[str, np.ndarray] = {}
-    # image stem
+    if _is_resnet(model_cfg, layout):
+        out.update(resnet_layout.to_openclip(p, img))
+    else:
+        _vit_to_torch(p, img, lay, out)
+    _text_to_torch(p, txt, lay, out)
+    return {k: np.array(v, np.float32, order="C") for k, v in out.items()}  # (ascontiguousarray makes 0-d 1-d)
+
+
+def _is_resnet(model_cfg, layout: str) -> bool:
+    if model_cfg.get("image_tower", "vit") != "resnet":
+        return False
+    if layout != "openclip":
+        raise ValueError(f"a ResNet image tower (config.model.image_tower = 'resnet') has no {layout!r} layout; "
+                         "use 'openclip'")
+    return True
+
+
+def _vit_to_torch(p: dict, img, lay: dict, out: dict) -> None:
+    """The ViT image tower's flat params -> torch names in `out`."""
     grid = img.image_size // img.patch_size
     pos = p["image/pos_embedding"] if img.pos_emb == "learn" else vit_lib.sincos_2d(grid, grid, img.width)
     out[lay["cls"]] = p["image/cls"].reshape(-1)
@@ -127,7 +149,10 @@ def to_torch_layout(params: dict, model_cfg, layout: str) -> dict[str, np.ndarra
     out[lay["ln_post"] + "bias"] = p["image/encoder/ln_final/bias"]
     proj = p["image/proj/kernel"]
     out[lay["image_proj"]] = proj.T if lay["proj_transposed"] else proj
-    # text tower
+
+
+def _text_to_torch(p: dict, txt, lay: dict, out: dict) -> None:
+    """Text tower, logit scale and bias -> torch names in `out`."""
     out[lay["token_embed"]] = p["text/token_embed/embedding"]
     out[lay["text_pos"]] = p["text/pos_embedding"]
     for i in range(txt.depth):
@@ -139,7 +164,6 @@ def to_torch_layout(params: dict, model_cfg, layout: str) -> dict[str, np.ndarra
     out["logit_scale"] = p["logit_scale"].reshape(())
     if "logit_bias" in p:
         out["logit_bias"] = p["logit_bias"].reshape(())
-    return {k: np.array(v, np.float32, order="C") for k, v in out.items()}  # (ascontiguousarray makes 0-d 1-d)
 
 
 def from_torch_layout(state_dict: dict, model_cfg, layout: str) -> dict[str, np.ndarray]:
@@ -150,43 +174,58 @@ def from_torch_layout(state_dict: dict, model_cfg, layout: str) -> dict[str, np.
     if layout == "openclip" and any(k.startswith("text.") for k in sd):  # CustomTextCLIP keeps the tower under text.
         sd = {k[5:] if k.startswith("text.") else k: v for k, v in sd.items()}
     img, txt = model_cfg.image, model_cfg.text
-    if img.pos_emb != "learn":
+    resnet = _is_resnet(model_cfg, layout)
+    if not resnet and img.pos_emb != "learn":
         raise ValueError("importing needs config.model.image.pos_emb = 'learn' (the checkpoint stores a table)")
     out: dict[str, np.ndarray] = {}
     try:
-        pos = sd.pop(lay["pos"])
-        out["image/cls"] = (sd.pop(lay["cls"]) + pos[0]).reshape(1, -1)
-        out["image/pos_embedding"] = pos[1:]
-        conv = sd.pop(lay["conv"])
-        out["image/patch_embed/kernel"] = conv.transpose(2, 3, 1, 0)
-        out["image/patch_embed/bias"] = np.zeros((conv.shape[0],), np.float32)
-        if img.ln_pre:
-            out["image/ln_pre/scale"] = sd.pop(lay["ln_pre"] + "weight")
-            out["image/ln_pre/bias"] = sd.pop(lay["ln_pre"] + "bias")
-        for i in range(img.depth):
-            _block_from_torch(sd, lay["image_blocks"].format(i), f"image/encoder/block{i}/", lay, img.num_heads, out)
-        out["image/encoder/ln_final/scale"] = sd.pop(lay["ln_post"] + "weight")
-        out["image/encoder/ln_final/bias"] = sd.pop(lay["ln_post"] + "bias")
-        proj = sd.pop(lay["image_proj"])
-        out["image/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
-        out["text/token_embed/embedding"] = sd.pop(lay["token_embed"])
-        out["text/pos_embedding"] = sd.pop(lay["text_pos"])
-        for i in range(txt.depth):
-            _block_from_torch(sd, lay["text_blocks"].format(i), f"text/encoder/block{i}/", lay, txt.num_heads, out)
-        out["text/encoder/ln_final/scale"] = sd.pop(lay["ln_final"] + "weight")
-        out["text/encoder/ln_final/bias"] = sd.pop(lay["ln_final"] + "bias")
-        proj = sd.pop(lay["text_proj"])
-        out["text/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
-        out["logit_scale"] = sd.pop("logit_scale").reshape(())
-        if "logit_bias" in sd:
-            out["logit_bias"] = sd.pop("logit_bias").reshape(())
+        if resnet:
+            out.update(resnet_layout.from_openclip(sd, img))
+        else:
+            _vit_from_torch(sd, img, lay, out)
+        _text_from_torch(sd, txt, lay, out)
     except KeyError as e:
+        what = (f"ResNet layers {tuple(img.layers)}" if resnet else f"image depth {img.depth}, ln_pre {img.ln_pre}")
         raise ValueError(f"{layout} state dict: missing {e.args[0]!r} needed by this model config "
-                         f"(image depth {img.depth}, ln_pre {img.ln_pre}, text depth {txt.depth})") from None
+                         f"({what}, text depth {txt.depth})") from None
     if sd:
         raise ValueError(f"{layout} state dict: {len(sd)} entries this model config does not use, e.g. "
                          f"{sorted(sd)[:8]} (wrong --model / model config?)")
     return out
+
+
+def _vit_from_torch(sd: dict, img, lay: dict, out: dict) -> None:
+    """Pops the ViT image tower's torch entries from `sd` into flat clipjax names in `out`."""
+    pos = sd.pop(lay["pos"])
+    out["image/cls"] = (sd.pop(lay["cls"]) + pos[0]).reshape(1, -1)
+    out["image/pos_embedding"] = pos[1:]
+    conv = sd.pop(lay["conv"])
+    out["image/patch_embed/kernel"] = conv.transpose(2, 3, 1, 0)
+    out["image/patch_embed/bias"] = np.zeros((conv.shape[0],), np.float32)
+    if img.ln_pre:
+        out["image/ln_pre/scale"] = sd.pop(lay["ln_pre"] + "weight")
+        out["image/ln_pre/bias"] = sd.pop(lay["ln_pre"] + "bias")
+    for i in range(img.depth):
+        _block_from_torch(sd, lay["image_blocks"].format(i), f"image/encoder/block{i}/", lay, img.num_heads, out)
+    out["image/encoder/ln_final/scale"] = sd.pop(lay["ln_post"] + "weight")
+    out["image/encoder/ln_final/bias"] = sd.pop(lay["ln_post"] + "bias")
+    proj = sd.pop(lay["image_proj"])
+    out["image/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
+
+
+def _text_from_torch(sd: dict, txt, lay: dict, out: dict) -> None:
+    """Pops the text tower, logit scale and bias from `sd` into flat clipjax names in `out`."""
+    out["text/token_embed/embedding"] = sd.pop(lay["token_embed"])
+    out["text/pos_embedding"] = sd.pop(lay["text_pos"])
+    for i in range(txt.depth):
+        _block_from_torch(sd, lay["text_blocks"].format(i), f"text/encoder/block{i}/", lay, txt.num_heads, out)
+    out["text/encoder/ln_final/scale"] = sd.pop(lay["ln_final"] + "weight")
+    out["text/encoder/ln_final/bias"] = sd.pop(lay["ln_final"] + "bias")
+    proj = sd.pop(lay["text_proj"])
+    out["text/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
+    out["logit_scale"] = sd.pop("logit_scale").reshape(())
+    if "logit_bias" in sd:
+        out["logit_bias"] = sd.pop("logit_bias").reshape(())
 
 
 def check_shapes(params: dict[str, np.ndarray], expected: dict) -> None:

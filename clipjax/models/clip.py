@@ -30,11 +30,14 @@ from clipjax.models import llm as llm_lib, sizes
 from clipjax.models.adapter import LlmAdapter
 from clipjax.models import layers
 from clipjax.models.layers import logical
+from clipjax.models.resnet import ModifiedResNet
 from clipjax.models.text import TextTransformer
 from clipjax.models.vit import VisionTransformer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TEXT_TOWERS = ("transformer", "llm_adapter")
+IMAGE_TOWERS = ("vit", "resnet")
+BATCH_NORM_MODES = ("train", "frozen")  # resnet: batch statistics + running updates, or running statistics only
 
 
 def l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -45,7 +48,7 @@ def l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 class CLIP(nn.Module):
     """Image tower + text tower + logit_scale (+ logit_bias). Build with `build_model`."""
-    image: nn.Module  # VisionTransformer
+    image: nn.Module  # VisionTransformer or ModifiedResNet
     text: nn.Module   # TextTransformer (token ids) or LlmAdapter (LLM caption embeddings)
     llm: nn.Module | None = None  # online llm_adapter: the frozen LlmDecoder that embeds [B, 3, T] inputs
     logit_scale_init: float = math.log(1 / 0.07)
@@ -79,11 +82,11 @@ class CLIP(nn.Module):
         return out
 
 
-def _tower_kwargs(cfg: ml_collections.ConfigDict, cls: type[nn.Module], key: str) -> dict:
+def _tower_kwargs(cfg: ml_collections.ConfigDict, cls: type[nn.Module], key: str, skip: tuple[str, ...] = ()) -> dict:
     """ConfigDict -> constructor kwargs for `cls`, failing on unknown fields and on missing ones without a default
     (a field added later, e.g. text `pad_mask`, takes its default in configs saved before it existed)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    fields = {k: f for k, f in fields.items() if k not in ("embed_dim", "dtype", "parent", "name") + PERF_KEYS}
+    fields = {k: f for k, f in fields.items() if k not in ("embed_dim", "dtype", "parent", "name") + PERF_KEYS + skip}
     given = dict(cfg)
     missing = sorted(k for k, f in fields.items() if k not in given and f.default is dataclasses.MISSING)
     unknown = sorted(set(given) - set(fields))
@@ -102,10 +105,30 @@ def perf_kwargs(config: ml_collections.ConfigDict) -> dict:
                 scan=bool(config.get("scan", False)))
 
 
-def build_model(config: ml_collections.ConfigDict, llm: nn.Module | None = None) -> CLIP:
+def variables(params, batch_stats=None) -> dict:
+    """The variables `model.apply` takes: {'params': params} plus {'batch_stats': ...} when there are any."""
+    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+def eval_params(params, batch_stats=None):
+    """What evaluators take as 'params': `variables(params, batch_stats)` for a model with BN running statistics,
+    else the params tree itself (works on trees of shardings too)."""
+    return variables(params, batch_stats) if batch_stats else params
+
+
+def as_variables(params_or_variables) -> dict:
+    """What evaluators hand around as 'params' -> apply variables: a ResNet's evaluators get `variables(params,
+    batch_stats)` (a dict with 'batch_stats'), every other model its params tree."""
+    tree = params_or_variables
+    return tree if isinstance(tree, dict) and "batch_stats" in tree else {"params": tree}
+
+
+def build_model(config: ml_collections.ConfigDict, llm: nn.Module | None = None, train: bool = False) -> CLIP:
     """CLIP module from `config.model` (fields: image, text, embed_dim, dtype, remat, logit_scale_init,
-    logit_bias_init; see `model_config`), with `llm` (`frozen_llm`) for the online LLM adapter. All module
-    attributes are plain hashable values."""
+    logit_bias_init, image_tower, batch_norm; see `model_config`), with `llm` (`frozen_llm`) for the online LLM
+    adapter. `train`: the train step's model: a ResNet with batch_norm = 'train' then normalises with batch statistics
+    and updates the running ones (apply with mutable=['batch_stats']); otherwise BN uses the running statistics.
+    All module attributes are plain hashable values."""
     if config.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype {config.dtype!r}: expected one of {list(DTYPES)}")
     common = dict(embed_dim=int(config.embed_dim), dtype=DTYPES[config.dtype], **perf_kwargs(config))
@@ -114,7 +137,15 @@ def build_model(config: ml_collections.ConfigDict, llm: nn.Module | None = None)
         text = LlmAdapter(embed_dim=common["embed_dim"], num_blocks=int(config.adapter_blocks), dtype=common["dtype"])
     else:
         text = TextTransformer(**_tower_kwargs(config.text, TextTransformer, "text"), **common)
-    return CLIP(image=VisionTransformer(**_tower_kwargs(config.image, VisionTransformer, "image"), **common), text=text,
+    if config.get("image_tower", "vit") == "resnet":
+        kw = dict(_tower_kwargs(config.image, ModifiedResNet, "image", skip=("train",)))
+        kw["layers"] = tuple(int(n) for n in kw["layers"])
+        bn_train = train and config.get("batch_norm", "train") == "train"
+        image = ModifiedResNet(**kw, embed_dim=common["embed_dim"], dtype=common["dtype"],
+                               attention=common["attention"], train=bn_train)
+    else:
+        image = VisionTransformer(**_tower_kwargs(config.image, VisionTransformer, "image"), **common)
+    return CLIP(image=image, text=text,
                 logit_scale_init=float(config.logit_scale_init), llm=llm,
                 logit_bias_init=None if bias is None else float(bias))
 
@@ -163,8 +194,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
     LLM adapter text tower, the LLM folder and the caption embedding cache."""
     m, d = config.model, config.data
     require = lambda ok, key, what: config_lib.require(ok, config, key, what)  # noqa: E731
-    require(m.image.image_size % m.image.patch_size == 0, "model.image.image_size",
-            f"a multiple of model.image.patch_size={m.image.patch_size}")
+    tower = m.get("image_tower", "vit")
+    require(tower in IMAGE_TOWERS, "model.image_tower", f"one of {IMAGE_TOWERS}")
+    if tower == "resnet":
+        require(m.get("batch_norm", "train") in BATCH_NORM_MODES, "model.batch_norm", f"one of {BATCH_NORM_MODES}")
+        require("layers" in m.image, "model.image", "a ResNet tower config (clipjax.models.sizes.resnet) with "
+                "model.image_tower = 'resnet'")
+        require(m.image.image_size % 32 == 0, "model.image.image_size", "a multiple of 32 (the ResNet's stride)")
+        require(config.tokens.image_strategy == "none", "tokens.image_strategy",
+                "'none' with model.image_tower = 'resnet' (random/grid/block masking drops ViT patch tokens; a ResNet "
+                "has none; lower data.image_size and model.image.image_size to train at a reduced resolution)")
+    else:
+        require("patch_size" in m.image, "model.image", "a ViT tower config (clipjax.models.sizes.vit) with "
+                "model.image_tower = 'vit'")
+        require(m.image.image_size % m.image.patch_size == 0, "model.image.image_size",
+                f"a multiple of model.image.patch_size={m.image.patch_size}")
     require(d.image_size == m.image.image_size, "data.image_size",
             f"equal to model.image.image_size={m.image.image_size}")
     require(m.dtype in DTYPES, "model.dtype", f"one of {list(DTYPES)}")
@@ -192,10 +236,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def model_config(image: str = "B/16", text: str = "B", embed_dim: int = 512) -> ml_collections.ConfigDict:
     """Default `config.model`: OpenAI-style towers, float32, no remat, 'auto' attention, no scan, logit_scale
-    ln(1/0.07), no bias.
+    ln(1/0.07), no bias. `image` 'RN50' etc. (sizes.RESNET_SIZES) gives a ResNet tower (image_tower 'resnet',
+    batch_norm 'train'), else a ViT variant such as 'B/16'.
     SigLIP sets logit_scale_init=ln(10), logit_bias_init=-10."""
     return ml_collections.ConfigDict(dict(
-        image=sizes.vit(image), text=sizes.text(text), embed_dim=embed_dim, dtype="float32", remat="none",
+        image=sizes.resnet(image) if image.startswith("RN") else sizes.vit(image), text=sizes.text(text),
+        image_tower="resnet" if image.startswith("RN") else "vit", batch_norm="train",
+        embed_dim=embed_dim, dtype="float32", remat="none",
         attention="auto", scan=False,
         logit_scale_init=math.log(1 / 0.07),
         logit_bias_init=ml_collections.config_dict.placeholder(float)))
