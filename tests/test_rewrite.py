@@ -132,3 +132,15 @@ def test_bad_input(tiny_llm, tmp_path):
     (other / "notes.txt").write_text("x")
     with pytest.raises(chunked_files.StaleOutput, match="no header.json"):
         rewrite.run(write_csv(tmp_path, [b"a red car"]), tiny_llm, str(other), ["concise"], **SMALL)
+
+
+def test_two_devices_write_the_same_files(tiny_llm, tmp_path):
+    """Batch rows split over 2 (host-platform) devices of one process: the same files as on one device."""
+    config, one, two = load_config("tiny.py"), str(tmp_path / "one"), str(tmp_path / "two")
+    rewrite.run(config, tiny_llm, one, ["scene"], rows=16, progress_bar=False, **SMALL)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-m", "clipjax.tools.rewrite", f"--config={REPO}/configs/tiny.py",
+                    f"--llm={tiny_llm}", f"--output={two}", "--pools=scene", "--rows=16", "--progress_bar=false",
+                    *(f"--{k}={v}" for k, v in SMALL.items())], cwd=REPO, env=env, check=True, capture_output=True)
+    assert json.load(open(os.path.join(two, "header.json"))) == json.load(open(os.path.join(one, "header.json")))
+    assert read_outputs(two, 1) == read_outputs(one, 1)

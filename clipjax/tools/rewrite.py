@@ -32,7 +32,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from clipjax import distributed, llm_text
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from clipjax import distributed, llm_text, sharding
 from clipjax.data import chunked_files, embedding_cache as ec, pipeline, sources
 from clipjax.models import llm, llm_loading
 from clipjax.tools import rewrite_prompt as rp
@@ -80,16 +82,19 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else llm_text.eos_id(tokenizer)
 
 
-def generate_batch(module, params, tokenizer, prompts: list[list[int]], header: dict, key: jax.Array
-                   ) -> list[tuple[str, bool, int]]:
+def generate_batch(module, params, tokenizer, prompts: list[list[int]], header: dict, key: jax.Array,
+                   sharding: jax.sharding.Sharding | None = None) -> list[tuple[str, bool, int]]:
     """(decoded new text, ended with eos, generated tokens) per prompt; the batch is filled up to
-    header['batch_size'] with copies of the first prompt and left-padded to a multiple of BUCKET slots."""
+    header['batch_size'] with copies of the first prompt, left-padded to a multiple of BUCKET slots and placed
+    on `sharding` (rows split over the mesh's data axes)."""
     b, n = header["batch_size"], header["max_new_tokens"]
     eos, pad = llm_text.eos_id(tokenizer), pad_id(tokenizer)
     full = prompts + [prompts[0]] * (b - len(prompts))  # one compilation per prompt width
     width = llm_text.padded_width(map(len, full), header["context"] - n, BUCKET)
     ids = llm_text.left_pad(full, width, pad)
     mask = llm_text.left_pad([[1] * len(p) for p in full], width, 0)
+    if sharding is not None:
+        ids, mask = jax.device_put(ids, sharding), jax.device_put(mask, sharding)
     new = np.asarray(llm.generate(module, params, ids, mask, max_new_tokens=n, temperature=header["temperature"],
                                   top_p=header["top_p"], rng=key, eos_token_id=eos, pad_token_id=pad))
     out = []
@@ -101,7 +106,7 @@ def generate_batch(module, params, tokenizer, prompts: list[list[int]], header: 
 
 
 def rewrite_chunk(module, params, tokenizer, header: dict, pools: list[dict], captions: list[str], start: int,
-                  chunk_id: int) -> dict:
+                  chunk_id: int, sharding: jax.sharding.Sharding | None = None) -> dict:
     """{'rewrites': [[K texts] per row], 'replaced': {reason: count}, 'tokens': generated token count}."""
     b, budget = header["batch_size"], header["context"] - header["max_new_tokens"]
     out = [[None] * len(pools) for _ in captions]
@@ -117,7 +122,8 @@ def rewrite_chunk(module, params, tokenizer, header: dict, pools: list[dict], ca
                 prompts.append(ids)
                 used.append(ex)
             key = jax.random.fold_in(jax.random.fold_in(jax.random.key(header["seed"]), k), chunk_id * 1_000_003 + s)
-            for j, (text, ended, n) in enumerate(generate_batch(module, params, tokenizer, prompts, header, key)):
+            for j, (text, ended, n) in enumerate(generate_batch(module, params, tokenizer, prompts, header, key,
+                                                                    sharding)):
                 r = rows[j]
                 tokens += n
                 out[r][k], reason = rp.parse_answer(text, ended, captions[r], used[j], pool["instruction"])
@@ -154,6 +160,13 @@ def assemble(output: str, header: dict) -> dict:
     return summary
 
 
+def local_mesh(config) -> tuple[jax.sharding.Mesh, jax.sharding.Sharding, int]:
+    """(mesh over this process's devices from config.mesh, batch-rows sharding, rows per batch multiple)."""
+    mesh = sharding.make_mesh(config.mesh, jax.local_devices())
+    data_axes = ("data", "fsdp")
+    return mesh, NamedSharding(mesh, P(data_axes)), mesh.shape["data"] * mesh.shape["fsdp"]
+
+
 def make_header(config, llm_folder: str, pools: list[str], pool_data: list[dict], rows: int, **settings) -> dict:
     chunk = settings["chunk"]
     digest = hashlib.sha256(json.dumps(pool_data, sort_keys=True).encode()).hexdigest()[:16]
@@ -175,6 +188,8 @@ def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, pools: 
     if context <= max_new_tokens:
         raise ValueError(f"--context {context} must exceed --max_new_tokens {max_new_tokens}")
     pool_data = [rp.load_pool(p) for p in pools]
+    mesh, rows_sharding, data_parallel = local_mesh(config)
+    batch_size = -(-batch_size // data_parallel) * data_parallel
     source = pipeline.make_source(config.data)
     rows = len(source) if rows < 0 else min(rows, len(source))
     header = make_header(config, llm_folder, pools, pool_data, rows, examples=examples, temperature=temperature,
@@ -185,12 +200,13 @@ def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, pools: 
     mine = chunked_files.process_chunks(header["num_chunks"], lambda c: os.path.exists(chunk_path(output, c)))
     if mine:
         tokenizer = llm_loading.load_tokenizer(llm_folder)
-        module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype))
+        module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype), mesh=mesh)
         sizes = [min(chunk, rows - c * chunk) for c in mine]
         bar = chunked_files.progress(sum(sizes) * len(pools), "caption", progress_bar)
         for c, size in zip(mine, sizes):
             captions = [row_caption(source, r) for r in range(c * chunk, c * chunk + size)]
-            result = rewrite_chunk(module, params, tokenizer, header, pool_data, captions, c * chunk, c)
+            result = rewrite_chunk(module, params, tokenizer, header, pool_data, captions, c * chunk, c,
+                                   rows_sharding)
             chunked_files.atomic_write(chunk_path(output, c), json.dumps(result, ensure_ascii=False).encode())
             bar.update(size * len(pools))
         bar.close()

@@ -112,7 +112,7 @@ def fusion_source(alt: str, description: str) -> str:
 
 
 def vec_chunk(describer: Describer, module, params, tokenizer, header: dict, pool: dict, source, start: int,
-              size: int, chunk_id: int) -> dict:
+              size: int, chunk_id: int, rows_sharding: jax.sharding.Sharding | None = None) -> dict:
     """{'vec': [texts], 'vlm': [texts], 'replaced': {reason: count}} for rows start..start+size-1."""
     alts = [rewrite.row_caption(source, r) for r in range(start, start + size)]
     images = [row_image(source, r) for r in range(start, start + size)]
@@ -134,7 +134,8 @@ def vec_chunk(describer: Describer, module, params, tokenizer, header: dict, poo
             prompts.append(ids)
             used.append(ex)
         key = jax.random.fold_in(jax.random.key(header["seed"]), chunk_id * 1_000_003 + s)
-        for j, (text, ended, _) in enumerate(rewrite.generate_batch(module, params, tokenizer, prompts, header, key)):
+        for j, (text, ended, _) in enumerate(rewrite.generate_batch(module, params, tokenizer, prompts, header, key,
+                                                                            rows_sharding)):
             i = rows[j]
             answer, reason = rp.parse_answer(text, ended, alts[i], used[j], pool["instruction"])
             vec[i] = answer
@@ -170,6 +171,8 @@ def run(config: ml_collections.ConfigDict, vlm_folder: str, llm_folder: str, out
     if context <= max_new_tokens:
         raise ValueError(f"--context {context} must exceed --max_new_tokens {max_new_tokens}")
     pool = fusion_pool()
+    mesh, rows_sharding, data_parallel = rewrite.local_mesh(config)
+    batch_size = -(-batch_size // data_parallel) * data_parallel
     source = pipeline.make_source(config.data)
     rows = len(source) if rows < 0 else min(rows, len(source))
     header = {"tool": "vec_captions", "vlm": os.path.abspath(vlm_folder),
@@ -186,11 +189,12 @@ def run(config: ml_collections.ConfigDict, vlm_folder: str, llm_folder: str, out
     if mine:
         describer = Describer(vlm_folder, vlm_prompt, vlm_max_new_tokens, dtype)
         tokenizer = llm_loading.load_tokenizer(llm_folder)
-        module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype))
+        module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype), mesh=mesh)
         sizes = [min(chunk, rows - c * chunk) for c in mine]
         bar = chunked_files.progress(sum(sizes), "image", progress_bar)
         for c, size in zip(mine, sizes):
-            result = vec_chunk(describer, module, params, tokenizer, header, pool, source, c * chunk, size, c)
+            result = vec_chunk(describer, module, params, tokenizer, header, pool, source, c * chunk, size, c,
+                               rows_sharding)
             chunked_files.atomic_write(rewrite.chunk_path(output, c), json.dumps(result, ensure_ascii=False).encode())
             bar.update(size)
         bar.close()
