@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from clipjax import checkpoint, sharding, train, validation
+from clipjax import checkpoint, losses, sharding, train, validation
 from clipjax.data import pipeline
 from clipjax.interop import files, weights
 from clipjax.losses import ssl
@@ -95,11 +95,16 @@ def _run(config, devices, n):
     return state, head0, metrics
 
 
-@pytest.mark.parametrize("loss", ["clip", "fastclip_v3"])
-def test_slip_step_same_on_one_and_eight_devices(loss):
-    config = slip_config(loss__name=loss)
-    state1, head0, m1 = _run(config, jax.devices()[:1], 3)
-    state8, _, m8 = _run(config, jax.devices(), 3)
+@pytest.fixture(scope="module")
+def slip_on_eight():
+    """SLIP + CLIP, 3 steps on 8 devices: (config, state, initial head, metrics)."""
+    config = slip_config()
+    return (config, *_run(config, jax.devices(), 3))
+
+
+def test_slip_step_same_on_one_and_eight_devices(slip_on_eight):
+    config, state8, head0, m8 = slip_on_eight
+    state1, _, m1 = _run(config, jax.devices()[:1], 3)
     for a, b in zip(m1, m8):
         np.testing.assert_allclose([a["train/loss"], a["train/ssl_loss"]], [b["train/loss"], b["train/ssl_loss"]],
                                    rtol=2e-4)
@@ -111,6 +116,24 @@ def test_slip_step_same_on_one_and_eight_devices(loss):
                                rtol=2e-3, atol=1e-5)
 
 
+def test_slip_term_adds_to_a_fastclip_loss():
+    """The registry's loss for fastclip_v3 + ssl_scale 0.5 = FastCLIP's own value + 0.5 x NT-Xent of the views."""
+    config = slip_config(loss__name="fastclip_v3", loss__ssl_scale=0.5)
+    mesh = sharding.make_mesh(config.mesh, jax.devices())
+    zimg, ztxt = (x / jnp.linalg.norm(x, axis=1, keepdims=True) for x in _views(jax.random.key(2), 16, 8))
+    ssl_a, ssl_b = _views(jax.random.key(3), 16)
+    out = {"zimg": zimg, "ztxt": ztxt, "logit_scale": jnp.log(10.0), "ssl_a": ssl_a, "ssl_b": ssl_b}
+    batch = {"index": jnp.arange(16, dtype=jnp.int32)}
+    state = losses.init_loss_state(config, 64, mesh)
+    step = jnp.asarray(0, jnp.int32)
+    total, m, _ = jax.jit(losses.make_loss(config, mesh))(out, batch, state, step)
+    config.loss.ssl_scale = 0.0
+    alone, _, _ = jax.jit(losses.make_loss(config, mesh))(out, batch, state, step)
+    np.testing.assert_allclose(m["image_text_loss"], alone, rtol=1e-6)
+    np.testing.assert_allclose(m["ssl_loss"], ssl.nt_xent_reference(ssl_a, ssl_b, 0.1), rtol=1e-5)
+    np.testing.assert_allclose(total, alone + 0.5 * m["ssl_loss"], rtol=1e-6)
+
+
 def test_ssl_without_simclr_views_is_refused():
     with pytest.raises(ValueError, match=r"config\.data\.augment = 'none'.*simclr.*loss\.ssl_scale"):
         validation.validate(slip_config(data__augment="none"))
@@ -120,9 +143,8 @@ def test_ssl_without_simclr_views_is_refused():
         validation.validate(slip_config(loss__ssl_temperature=0.0))
 
 
-def test_export_leaves_the_head_out(tmp_path):
-    config = slip_config()
-    state, _, _ = _run(config, jax.devices(), 1)
+def test_export_leaves_the_head_out(tmp_path, slip_on_eight):
+    config, state, _, _ = slip_on_eight
     train.prepare_workdir(str(tmp_path), config, True)  # a training workdir: config.json + checkpoints/1
     ckpt = checkpoint.Checkpointer(str(tmp_path), config.checkpoint)
     ckpt.save(1, state)
