@@ -214,3 +214,52 @@ def fastclip_config(arg: str | None = None, dataset: str = "cc3m") -> ml_collect
     c.checkpoint.every_steps = 2000
     c.evals.every_steps = 5000
     return c
+
+
+# "Scaling (down) CLIP" (arXiv 2404.08197) compares four training strategies at one compute budget. Equal compute is
+# kept here with each strategy's train-step cost relative to CLIP's: FLIP's 50% patch masking ~0.5x (FLIP arXiv
+# 2212.00794 table 1), SLIP ~2x (SLIP arXiv 2112.12750 section 5; clipjax.tools.slip_cost measures it), so FLIP
+# takes 2x and SLIP 0.5x CLIP's steps. Optimiser settings as SLIP's paper: CLIP lr 5e-4 wd 0.5, SLIP lr 3e-3 wd 0.1,
+# AdamW (0.9, 0.98), eps 1e-8.
+SCALING_DOWN_STRATEGIES: dict[str, dict] = {
+    "clip": dict(cost=1.0, augment="clip", lr=5e-4, wd=0.5),
+    "clip_aug": dict(cost=1.0, augment="stacked_randaug", lr=5e-4, wd=0.5),  # strong augmentation
+    "flip": dict(cost=0.5, augment="clip", lr=5e-4, wd=0.5, keep=0.5),
+    "slip": dict(cost=2.0, augment="simclr", lr=3e-3, wd=0.1, ssl_scale=1.0),
+}
+SCALING_DOWN_SCALES = {
+    # ViT-B/16 at 224 px, batch 4096, CLIP's budget 100k steps (410M pairs seen); built-in data stands in for real
+    # data (point config.data at it)
+    "full": dict(batch=4096, steps=100_000, warmup=2000),
+    # configs/tiny.py's CPU model on the built-in world: CLIP's budget 1000 steps x 64
+    "cpu": dict(batch=64, steps=1000, warmup=50),
+}
+
+
+def scaling_down_config(strategy: str, scale: str = "full") -> ml_collections.ConfigDict:
+    """One of the study's four strategies (SCALING_DOWN_STRATEGIES) at `scale` (SCALING_DOWN_SCALES), with the
+    steps that give every strategy CLIP's compute."""
+    if strategy not in SCALING_DOWN_STRATEGIES:
+        raise ValueError(f"scaling_down strategy {strategy!r}: expected one of {list(SCALING_DOWN_STRATEGIES)}")
+    if scale not in SCALING_DOWN_SCALES:
+        raise ValueError(f"scaling_down scale {scale!r}: expected one of {list(SCALING_DOWN_SCALES)}")
+    s, z = SCALING_DOWN_STRATEGIES[strategy], SCALING_DOWN_SCALES[scale]
+    if scale == "cpu":
+        c = config_lib.tiny_config()
+    else:
+        c = config_lib.default_config()
+        c.data.image_size, c.data.text_length, c.model.embed_dim = 224, 77, 512
+        c.model.image = sizes.vit("B/16", image_size=224, pool="tok", pos_emb="learn", ln_pre=True)
+        c.model.text = sizes.text("B", context_length=77)
+    c.batch_size = z["batch"]
+    c.total_steps = int(round(z["steps"] / s["cost"]))
+    c.optim.warmup_steps = int(round(z["warmup"] / s["cost"]))
+    c.optim.lr, c.optim.weight_decay, c.optim.b1, c.optim.b2, c.optim.eps = s["lr"], s["wd"], 0.9, 0.98, 1e-8
+    c.data.augment = s["augment"]
+    if "keep" in s:
+        c.tokens.image_strategy, c.tokens.image_keep_ratio = "random", s["keep"]
+    if "ssl_scale" in s:
+        c.loss.ssl_scale = s["ssl_scale"]
+        if scale == "cpu":
+            c.loss.ssl_hidden_dim = 256  # SLIP's 4096 would dwarf the CPU towers
+    return c

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from clipjax import checkpoint, losses, sharding, train, validation
+from clipjax import checkpoint, losses, recipes, sharding, train, validation
 from clipjax.data import pipeline
 from clipjax.interop import files, weights
 from clipjax.losses import ssl
@@ -157,3 +157,22 @@ def test_export_leaves_the_head_out(tmp_path, slip_on_eight):
     files.save_clipjax(str(tmp_path / "export"), params, model)
     again, _ = files.load_clipjax(str(tmp_path / "export"))
     assert sorted(again) == sorted(params)
+
+
+@pytest.mark.parametrize("strategy", ["clip", "clip_aug", "flip", "slip"])
+def test_scaling_down_cpu_twins_trace_a_step_at_equal_compute(strategy):
+    """configs/scaling_down/tiny_*.py: a train step traces (SLIP with its views); steps x cost = CLIP's steps."""
+    from tests.helpers import load_config
+    config = load_config(f"scaling_down/tiny_{strategy}.py")
+    cost = recipes.SCALING_DOWN_STRATEGIES[strategy]["cost"]
+    assert config.total_steps * cost == load_config("scaling_down/tiny_clip.py").total_steps
+    trainer = train.Trainer(config)
+    abstract = trainer.setup(4096)
+    b, h = config.batch_size, config.data.image_size
+    batch = {"image": jax.ShapeDtypeStruct((b, h, h, 3), jnp.uint8),
+             "tokens": jax.ShapeDtypeStruct((b, config.data.text_length), jnp.int32),
+             "index": jax.ShapeDtypeStruct((b,), jnp.int32)}
+    if strategy == "slip":
+        batch["views"] = jax.ShapeDtypeStruct((b, 2, h, h, 3), jnp.uint8)
+    _, metrics = jax.eval_shape(trainer.step_fn, abstract, batch)
+    assert ("train/ssl_loss" in metrics) == (strategy == "slip")

@@ -1,0 +1,9 @@
+"""'Scaling (down) CLIP' (arXiv 2404.08197) strategy 'flip' at equal compute, CPU twin on the built-in world (configs/tiny.py's model) (clipjax.recipes.scaling_down_config).
+
+python -m clipjax.main --config configs/scaling_down/tiny_flip.py --workdir DIR
+"""
+from clipjax import recipes
+
+
+def get_config():
+    return recipes.scaling_down_config("flip", "cpu")
