@@ -76,6 +76,8 @@ def adapt_params(loaded: dict, fresh: dict, text_pos: str = "resize") -> dict:
             out[path] = old
         elif path == "image/pos_embedding":
             out[path] = resize_image_pos(old, new.shape[0])
+        elif path == "image/attnpool/pos_embedding":  # ResNet: the mean token's row, then the grid
+            out[path] = jnp.concatenate([old[:1], resize_image_pos(old[1:], new.shape[0] - 1)], axis=0)
         elif path == "text/pos_embedding" and old.shape[1:] == new.shape[1:]:
             out[path] = resize_text_pos(old, new, text_pos)
         else:

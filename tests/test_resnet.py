@@ -264,3 +264,21 @@ def test_sizes_match_open_clip_model_configs():
         ref = sizes.resnet(name)
         assert model.image_tower == "resnet" and model.image.to_dict() == {**ref.to_dict(), "layers": tuple(ref.layers)}
         assert (model.embed_dim, model.text.width, model.text.num_heads) == (embed, width, heads)
+
+
+def test_init_from_another_resolution_resizes_the_attention_pool_grid():
+    """A ResNet trained at 64 px continues at 128 px: the attention pool's mean-token row is kept, its 2x2 grid of
+    position rows resized bilinearly to 4x4; everything else is taken as it is."""
+    from clipjax import finetune
+    small = resnet.ModifiedResNet((1, 1, 1, 1), width=8, num_heads=4, image_size=64, embed_dim=16)
+    large = resnet.ModifiedResNet((1, 1, 1, 1), width=8, num_heads=4, image_size=128, embed_dim=16)
+    old = nn.meta.unbox(jax.eval_shape(small.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))["params"])
+    new = nn.meta.unbox(jax.eval_shape(large.init, jax.random.PRNGKey(0), jnp.zeros((1, 128, 128, 3)))["params"])
+    rng = np.random.default_rng(0)
+    old = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), old)
+    out = finetune.adapt_params({"image": old}, {"image": new})["image"]
+    pos_old, pos_new = old["attnpool"]["pos_embedding"], np.asarray(out["attnpool"]["pos_embedding"])
+    assert pos_new.shape == (4 * 4 + 1, 256)
+    np.testing.assert_array_equal(pos_new[0], pos_old[0])
+    np.testing.assert_allclose(pos_new[1:].mean(0), pos_old[1:].mean(0), atol=1e-5)  # bilinear keeps the mean
+    np.testing.assert_array_equal(np.asarray(out["conv1"]["kernel"]), old["conv1"]["kernel"])
