@@ -4,7 +4,7 @@ A wrong value fails here, before anything is built, with a message that names th
 """
 import ml_collections
 
-from clipjax import checkpoint, config as config_lib, losses, optim, sharding, token_reduction
+from clipjax import checkpoint, compile_cache, config as config_lib, losses, optim, sharding, token_reduction
 from clipjax.data import pipeline
 from clipjax.evaluate import suite
 from clipjax.models import clip
@@ -17,7 +17,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     require(config.batch_size > 0, "batch_size", "a positive integer")
     require(config_lib.resolve_total_steps(config) > 0, "total_steps", "a positive integer")
     for check in (optim.validate, pipeline.validate, clip.validate, token_reduction.validate, losses.validate,
-                  checkpoint.validate, suite.validate):
+                  checkpoint.validate, suite.validate, compile_cache.validate):
         check(config)
     if num_devices is not None:
         data, fsdp, _ = sharding.mesh_shape(config.mesh, num_devices)

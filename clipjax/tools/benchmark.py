@@ -1,9 +1,16 @@
 """Train-step benchmark: compile time, examples/s and model FLOPs utilisation, optionally side by side with a
-minimal hand-written JAX step of the same model (to show the cost of clipjax's abstractions).
+minimal hand-written JAX step of the same model (to show the cost of clipjax's abstractions) or with OpenCLIP's
+PyTorch step of the same model (interop extra), timed in interleaved pairs because shared machines are noisy.
 
 python -m clipjax.tools.benchmark --config configs/small.py --baseline [--steps 20] [--config.batch_size=128]
+python -m clipjax.tools.benchmark --config configs/small.py --openclip --repeats 6
+python -m clipjax.tools.benchmark --config configs/small.py --framework openclip   # one framework per process:
+                                                                                    # compare peak host memory
 Batches are random device-resident arrays, so only the step is timed (the input pipeline has its own benchmark).
+The last line is the process's peak resident host memory.
 """
+import resource
+import statistics
 import time
 
 import jax
@@ -17,14 +24,6 @@ from clipjax.losses import contrastive
 from clipjax.tools.batches import random_batch
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file to benchmark.", lock_config=True)
-flags.DEFINE_integer("steps", 20, "Timed steps per measurement (after one compile/warm-up step).")
-flags.DEFINE_integer("repeats", 3, "Measurements; the best is reported.")
-flags.DEFINE_bool("baseline", False, "Also time a minimal hand-written step (1 device, no shard_map, no mesh).")
-flags.DEFINE_float("peak_tflops", 0.0, "Peak accelerator TFLOP/s for MFU (0: look up by device kind).")
-flags.DEFINE_list("token_settings", [], "Time one model at several token settings, e.g. "
-                  "'full,res=32,random=0.25,grid=0.25,block=0.25,text=8' ('+' joins several changes: res=32+text=8); "
-                  "prints speed-up vs the first setting next to the analytic FLOP ratio (clipjax.tools.flops).")
 
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
                "TPU v5p": 459.0, "TPU v6 lite": 918.0}  # dense bf16
@@ -37,16 +36,52 @@ def time_steps(step, state, batch, steps: int, repeats: int) -> tuple[float, flo
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     flops = (cost[0] if isinstance(cost, list) else cost or {}).get("flops", 0.0)
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
+    state, _ = timed_run(compiled, state, batch, 1)
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        best = min(best, (time.perf_counter() - t0) / steps)
+        state, seconds = timed_run(compiled, state, batch, steps)
+        best = min(best, seconds)
     return compile_s, flops, best, state
+
+
+def timed_run(compiled, state, batch, steps: int):
+    """(state, mean seconds per step) of `steps` steps, waited for."""
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    return state, (time.perf_counter() - t0) / steps
+
+
+def paired_with_openclip(trainer, state, batch, host_batch, config, steps: int, repeats: int) -> None:
+    """clipjax vs OpenCLIP examples/s on the same model and batch, in `repeats` interleaved pairs."""
+    from clipjax.tools import openclip_step
+    compiled = trainer.step_fn.lower(state, batch).compile()
+    step, _ = openclip_step.build(config)
+    images, tokens = openclip_step.torch_batch(host_batch)
+    step(images, tokens)  # warm-up
+    ratios = []
+    for r in range(repeats):
+        state, t_jax = timed_run(compiled, state, batch, steps)
+        t_torch = openclip_step.seconds_per_step(step, images, tokens, steps)
+        ratios.append(t_torch / t_jax)
+        print(f"pair {r}: clipjax {t_jax * 1e3:.1f} ms/step, OpenCLIP {t_torch * 1e3:.1f} ms/step, "
+              f"clipjax/OpenCLIP examples/s {ratios[-1]:.3f}", flush=True)
+    print(f"clipjax/OpenCLIP examples/s: median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-"
+          f"{max(ratios):.3f}) over {repeats} pairs of {steps} steps")
+
+
+def openclip_only(config, host_batch, steps: int, repeats: int) -> None:
+    from clipjax.tools import openclip_step
+    step, _ = openclip_step.build(config)
+    images, tokens = openclip_step.torch_batch(host_batch)
+    step(images, tokens)
+    best = min(openclip_step.seconds_per_step(step, images, tokens, steps) for _ in range(repeats))
+    print(f"OpenCLIP step: {best * 1e3:.1f} ms/step, {config.batch_size / best:.1f} examples/s")
+
+
+def peak_host_memory_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
 def minimal_step(trainer, config):
@@ -121,6 +156,10 @@ def main(argv):
         return
     rng = np.random.default_rng(0)
     host_batch = random_batch(config, rng)
+    if FLAGS.framework == "openclip":
+        openclip_only(config, host_batch, FLAGS.steps, FLAGS.repeats)
+        print(f"peak host memory: {peak_host_memory_gb():.2f} GB")
+        return
     trainer = train.Trainer(config)
     state = trainer.init_state(data_size=config.batch_size)
     batch = sharding.global_batch(host_batch, trainer.mesh)
@@ -143,8 +182,23 @@ def main(argv):
         print(f"minimal step: compile {base_compile:.2f} s, {base_step * 1e3:.1f} ms/step, "
               f"{config.batch_size / base_step:.1f} examples/s")
         print(f"ratio clipjax/minimal examples/s: {base_step / per_step:.3f}")
+    elif FLAGS.openclip:
+        paired_with_openclip(trainer, state, batch, host_batch, config, FLAGS.steps, FLAGS.repeats)
+    print(f"peak host memory: {peak_host_memory_gb():.2f} GB")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only as a program: other tools import the helpers above
+    config_flags.DEFINE_config_file("config", None, "Config file to benchmark.", lock_config=True)
+    flags.DEFINE_integer("steps", 20, "Timed steps per measurement (after one compile/warm-up step).")
+    flags.DEFINE_integer("repeats", 3, "Measurements; the best is reported.")
+    flags.DEFINE_bool("baseline", False, "Also time a minimal hand-written step (1 device, no shard_map, no mesh).")
+    flags.DEFINE_bool("openclip", False, "Also time OpenCLIP's PyTorch step of the same model, interleaved with "
+                      "clipjax's.")
+    flags.DEFINE_enum("framework", "clipjax", ["clipjax", "openclip"], "Time only this framework's step (run one "
+                      "process per framework to compare peak host memory).")
+    flags.DEFINE_float("peak_tflops", 0.0, "Peak accelerator TFLOP/s for MFU (0: look up by device kind).")
+    flags.DEFINE_list("token_settings", [], "Time one model at several token settings, e.g. "
+                      "'full,res=32,random=0.25,grid=0.25,block=0.25,text=8' ('+' joins several changes: "
+                      "res=32+text=8); prints speed-up vs the first setting next to the analytic FLOP ratio (clipjax.tools.flops).")
     flags.mark_flags_as_required(["config"])
     app.run(main)
