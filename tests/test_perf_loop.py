@@ -110,5 +110,5 @@ def test_gpu_check_runs_its_parts_on_cpu_and_records_failures(tmp_path):
         report = json.load(f)
     assert report["tiny"] and set(report["parts"]) == {"b16", "llm"}
     assert report["parts"]["b16"]["examples_per_s"] > 0 and report["parts"]["llm"]["captions_per_s"] > 0
-    bad = subprocess.run(cmd[:4] + ["b16,warp"], cwd=REPO, capture_output=True, text=True)
+    bad = subprocess.run(cmd[:5] + ["b16,warp"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "warp" in bad.stderr
