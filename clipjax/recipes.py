@@ -263,3 +263,40 @@ def scaling_down_config(strategy: str, scale: str = "full") -> ml_collections.Co
         if scale == "cpu":
             c.loss.ssl_hidden_dim = 256  # SLIP's 4096 would dwarf the CPU towers
     return c
+
+
+# The study's ViT-vs-CNN question (arXiv 2404.08197 section 4: a CNN can win on less data, a ViT on more) as two image
+# towers of about equal cost at two data sizes, trained as 'clip' with CLIP's budget (same batch and steps, so the
+# same pairs seen). Towers (ours): ViT-B/32 and OpenAI's RN50 at 224 px, near-equal forward FLOPs per image
+# (clipjax.tools.flops); CPU twins: configs/tiny.py's micro ViT and the RNmu ResNet at 64 px. Data sizes (ours):
+# 'large' = one epoch of the budget's pairs, 'small' = 1/16 of them seen 16 times. At full scale config.data.size
+# sizes the built-in stand-in; point config.data at a real subset of that many pairs.
+SCALING_DOWN_TOWERS = {
+    "full": {"vit": "B/32", "resnet": "RN50"},
+    "cpu": {"vit": "mu/8", "resnet": "RNmu"},
+}
+SCALING_DOWN_DATA_SIZES = {
+    "full": {"small": 25_600_000, "large": 409_600_000},  # 16 epochs / 1 epoch of 100k x 4096
+    "cpu": {"small": 4_000, "large": 64_000},            # 16 epochs / 1 epoch of 1000 x 64
+}
+
+
+def scaling_down_tower_config(tower: str, data: str, scale: str = "full") -> ml_collections.ConfigDict:
+    """CLIP with the `tower` image tower ('vit' or 'resnet', SCALING_DOWN_TOWERS) on `data` ('small' or 'large',
+    SCALING_DOWN_DATA_SIZES) distinct pairs, at CLIP's budget of the study at `scale`."""
+    if scale not in SCALING_DOWN_TOWERS:
+        raise ValueError(f"scaling_down scale {scale!r}: expected one of {list(SCALING_DOWN_TOWERS)}")
+    towers, data_sizes = SCALING_DOWN_TOWERS[scale], SCALING_DOWN_DATA_SIZES[scale]
+    if tower not in towers:
+        raise ValueError(f"scaling_down tower {tower!r}: expected one of {list(towers)}")
+    if data not in data_sizes:
+        raise ValueError(f"scaling_down data {data!r}: expected one of {list(data_sizes)}")
+    c = scaling_down_config("clip", scale)
+    c.data.size = data_sizes[data]
+    name, res = towers[tower], c.data.image_size
+    if tower == "resnet":  # text tower and joint width as OpenAI's CLIP for that ResNet
+        c.model.image_tower, c.model.image = "resnet", sizes.resnet(name, image_size=res)
+        c.model.embed_dim = sizes.RESNET_CLIP[name][0]
+    elif scale == "full":  # the strategies' ViT-B/16 layout, at patch 32
+        c.model.image = sizes.vit(name, image_size=res, pool="tok", pos_emb="learn", ln_pre=True)
+    return c

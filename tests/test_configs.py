@@ -12,7 +12,8 @@ from tests.helpers import REPO, save_tiny_llm
 CONFIGS = sorted(p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*.py"))
 NEEDS_ARG = {"from_converted.py": "a converted weights folder (tested in test_interop)"}
 CPU_SIZED = {"tiny.py", "small.py", "clipa/tiny_pretrain.py", "clipa/tiny_finetune.py", "fastclip/tiny.py",
-             "siglip/tiny.py", "laclip/tiny.py", "veclip/tiny.py", "data/wds_tiny.py"}
+             "siglip/tiny.py", "laclip/tiny.py", "veclip/tiny.py", "data/wds_tiny.py",
+             *(f"scaling_down/tiny_tower_{t}_{d}.py" for t in ("vit", "resnet") for d in ("small", "large"))}
 
 
 def load(name: str, arg: str | None = None):
@@ -129,3 +130,26 @@ def test_fastclip_tables(dataset, size, tau_lr, warmup, end_lr):
     else:
         assert config.model.image_tower == "vit" and config.model.image.ln_pre
     assert load(f"fastclip/{dataset}.py", "sogclr").loss.name == "sogclr"
+
+
+@pytest.mark.parametrize("prefix", ["", "tiny_"])
+def test_scaling_down_towers_at_two_data_sizes(prefix):
+    """ViT vs ResNet (configs/scaling_down/[tiny_]tower_*.py): the same CLIP budget (batch, steps, lr) and text
+    tower for both towers; the small data size is 1/16 of the large one, which is one epoch of the budget."""
+    configs = {(t, d): load(f"scaling_down/{prefix}tower_{t}_{d}.py") for t in ("vit", "resnet")
+               for d in ("small", "large")}
+    clip = load(f"scaling_down/{prefix}clip.py")
+    for (tower, data), c in configs.items():
+        assert c.model.image_tower == tower and c.model.image.image_size == c.data.image_size == clip.data.image_size
+        assert (c.batch_size, c.total_steps, c.optim.lr, c.loss.name) == (
+            clip.batch_size, clip.total_steps, clip.optim.lr, "clip")
+        assert c.model.text.to_dict() == clip.model.text.to_dict()
+        large = configs[(tower, "large")].data.size
+        assert c.data.size == (large if data == "large" else large // 16)
+        assert large == c.batch_size * c.total_steps
+    assert tuple(configs[("resnet", "small")].model.image.layers) == ((3, 4, 6, 3) if not prefix else (1, 1, 1, 1))
+    assert configs[("vit", "small")].model.image.patch_size == (32 if not prefix else 8)
+    with pytest.raises(ValueError, match="tower 'rn18'"):
+        recipes.scaling_down_tower_config("rn18", "small")
+    with pytest.raises(ValueError, match="data 'medium'"):
+        recipes.scaling_down_tower_config("vit", "medium")

@@ -1,0 +1,11 @@
+"""'Scaling (down) CLIP' (arXiv 2404.08197) ViT vs CNN: CLIP with the RNmu ResNet (CPU twin:
+built-in world, 64 px, batch 64).
+Small data: 1/16 of CLIP's budget of pairs, seen 16 times (clipjax.recipes.scaling_down_tower_config).
+
+python -m clipjax.main --config configs/scaling_down/tiny_tower_resnet_small.py --workdir DIR
+"""
+from clipjax import recipes
+
+
+def get_config():
+    return recipes.scaling_down_tower_config("resnet", "small", "cpu")

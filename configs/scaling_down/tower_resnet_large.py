@@ -1,0 +1,10 @@
+"""'Scaling (down) CLIP' (arXiv 2404.08197) ViT vs CNN: CLIP with RN50, 224 px, batch 4096.
+Large data: one epoch of CLIP's budget (clipjax.recipes.scaling_down_tower_config).
+
+python -m clipjax.main --config configs/scaling_down/tower_resnet_large.py --workdir DIR
+"""
+from clipjax import recipes
+
+
+def get_config():
+    return recipes.scaling_down_tower_config("resnet", "large", "full")
