@@ -2,8 +2,22 @@
 import json
 import math
 import os
+import sys
 
-from tensorboardX import SummaryWriter
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported with torch hidden: tensorboardX imports torch when it is installed
+    (only to accept torch tensors, which clipjax never passes), and that costs every training process ~0.5 GB
+    of host memory. A torch imported before stays in place."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 class MetricWriter:
@@ -18,7 +32,7 @@ class MetricWriter:
             if resume_step and os.path.exists(path):
                 truncate_after(path, resume_step)
             self._jsonl = open(path, "a")
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+            self._tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"),
                                      purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
