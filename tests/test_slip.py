@@ -83,33 +83,40 @@ def test_simclr_views_differ_from_each_other_and_the_clip_view():
     assert np.mean(np.abs(views[:, 0] - image)) > 5
 
 
-def _run(config, devices, n):
+def _run(config, devices, n, start=None):
+    """n steps from a fresh state, or from `start` (a host copy of one; no init to compile):
+    (final state, host copy of the initial state, metrics)."""
     trainer = train.Trainer(config, sharding.make_mesh(config.mesh, devices))
     it, size = pipeline.make_train_iterator(config, 0, 1)
-    state = trainer.init_state(size)
-    head0 = jax.device_get(state.params[ssl_head.HEAD_KEY])
+    if start is None:
+        state = trainer.init_state(size)
+    else:
+        trainer.setup(size)
+        state = jax.device_put(start, trainer.state_shardings)
+    first = jax.device_get(state)  # the step donates the state
     metrics = []
     for _ in range(n):
         state, m = trainer.step_fn(state, sharding.global_batch(next(it), trainer.mesh))
         metrics.append({k: float(v) for k, v in m.items()})
-    return state, head0, metrics
+    return state, first, metrics
 
 
 @pytest.fixture(scope="module")
 def slip_on_eight():
-    """SLIP + CLIP, 2 steps on 8 devices: (config, state, initial head, metrics)."""
+    """SLIP + CLIP, 2 steps on 8 devices: (config, state, initial state on the host, metrics)."""
     config = slip_config()
     return (config, *_run(config, jax.devices(), 2))
 
 
 def test_slip_step_same_on_one_and_eight_devices(slip_on_eight):
-    config, state8, head0, m8 = slip_on_eight
-    state1, _, m1 = _run(config, jax.devices()[:1], 2)
+    config, state8, first, m8 = slip_on_eight
+    state1, _, m1 = _run(config, jax.devices()[:1], 2, start=first)  # the same start, one device
     for a, b in zip(m1, m8):
         np.testing.assert_allclose([a["train/loss"], a["train/ssl_loss"]], [b["train/loss"], b["train/ssl_loss"]],
                                    rtol=2e-4)
         np.testing.assert_allclose(a["train/loss"], a["train/image_text_loss"] + a["train/ssl_loss"], rtol=1e-5)
         assert a["train/ssl_loss"] > 0.1
+    head0 = first.params[ssl_head.HEAD_KEY]
     head1 = jax.device_get(state1.params[ssl_head.HEAD_KEY])
     assert np.max(np.abs(head1["linear0"]["kernel"] - head0["linear0"]["kernel"])) > 0  # the head is trained
     np.testing.assert_allclose(head1["out"]["kernel"], jax.device_get(state8.params[ssl_head.HEAD_KEY])["out"]["kernel"],
