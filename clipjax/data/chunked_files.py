@@ -7,15 +7,21 @@ chunks, each chunk's output is committed whole and atomically, and a header.json
 - `process_chunks`: chunk c belongs to process c mod process_count (`jax.process_index/count`); the not yet done are
   this process's work, so a rerun after a kill, in any process layout, does only what is missing.
 - `progress`: the tqdm bar of process 0 (items/s and ETA).
+- `run_chunks`: the loop of every such tool: this process's missing chunks, each done whole, under one bar.
+- `tool_main`: the shared start of their `main` (no stray arguments, jax.distributed set up).
 """
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import tqdm
+from absl import app
+
+from clipjax import distributed
 
 HEADER = "header.json"
 
@@ -81,3 +87,33 @@ def progress(total: int, unit: str, enabled: bool = True) -> tqdm.tqdm:
     """Progress bar of process 0 (rate and ETA); a silent one elsewhere or when not `enabled`."""
     return tqdm.tqdm(total=total, unit=unit, disable=not (enabled and jax.process_index() == 0), dynamic_ncols=True,
                      smoothing=0.1)
+
+
+def run_chunks(num_chunks: int, done: Callable[[int], bool], make_work: Callable[[], Callable[[int], None]],
+               units: Callable[[int], int], unit: str, progress_bar: bool = True,
+               process: tuple[int, int] | None = None) -> bool:
+    """Do this process's missing chunks (`process_chunks`; `process`: (index, count), default jax's): `make_work()`
+    is called once, only when there is a chunk to do (loading a model only then), and its result is called on each
+    chunk c, which must leave done(c) true; the bar counts units(c) per chunk. Returns whether every chunk of every
+    process is done now."""
+    mine = process_chunks(num_chunks, done, *(process or (None, None)))
+    if mine:
+        work = make_work()
+        bar = progress(sum(units(c) for c in mine), unit, progress_bar)
+        for c in mine:
+            work(c)
+            bar.update(units(c))
+        bar.close()
+    return all(done(c) for c in range(num_chunks))
+
+
+def tool_main(argv: list[str], run: Callable[[], Any], output: str) -> Any:
+    """A chunked tool's `main`: refuse positional arguments, set up jax.distributed, return `run()`; a None result
+    (chunks of other processes still missing) is announced by process 0."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize()
+    result = run()
+    if result is None and jax.process_index() == 0:
+        print(f"{output}: chunks of other processes still missing; rerun to finish and assemble")
+    return result

@@ -19,7 +19,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from clipjax import distributed, llm_embed, sharding
+from clipjax import llm_embed, sharding
 from clipjax.data import chunked_files, embedding_cache as ec, pipeline, sources
 from clipjax.models import llm_loading
 
@@ -61,27 +61,25 @@ def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, fields:
         pooling=ec.pooling_name(bidirectional, max_length),
         fields=tuple(fields), sources=ec.source_fingerprints(config.data), size=len(source), dim=module.config.hidden_size,
         dtype=cache_dtype, chunk=chunk))
-    mine = chunked_files.process_chunks(
-        header.num_chunks, lambda c: all(os.path.exists(ec.chunk_path(output, f, c)) for f in header.fields))
+    done = lambda c: all(os.path.exists(ec.chunk_path(output, f, c)) for f in header.fields)  # noqa: E731
     embed = llm_embed.make_embed_fn(module, params, mesh)
-    bar = chunked_files.progress(sum(header.chunk_rows(c) for c in mine) * len(header.fields), "caption",
-                                 progress_bar)
-    for c in mine:
+
+    def work(c):
         texts = chunk_captions(source, header, c)
         for f in header.fields:
             if not os.path.exists(ec.chunk_path(output, f, c)):
-                ec.write_chunk(output, header, f, c, llm_embed.embed_texts(embed, tokenizer, texts[f], batch_size, max_length))
-            bar.update(header.chunk_rows(c))
-    bar.close()
+                vectors = llm_embed.embed_texts(embed, tokenizer, texts[f], batch_size, max_length)
+                ec.write_chunk(output, header, f, c, vectors)
+
+    chunked_files.run_chunks(header.num_chunks, done, lambda: work,
+                             lambda c: header.chunk_rows(c) * len(header.fields), "caption", progress_bar)
     return header
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    distributed.initialize()
-    header = run(FLAGS.config, FLAGS.llm, FLAGS.output, FLAGS.fields, FLAGS.batch_size, FLAGS.max_length,
-                 FLAGS.chunk, FLAGS.dtype, FLAGS.cache_dtype, FLAGS.bidirectional, FLAGS.progress_bar)
+    header = chunked_files.tool_main(argv, lambda: run(
+        FLAGS.config, FLAGS.llm, FLAGS.output, FLAGS.fields, FLAGS.batch_size, FLAGS.max_length, FLAGS.chunk,
+        FLAGS.dtype, FLAGS.cache_dtype, FLAGS.bidirectional, FLAGS.progress_bar), FLAGS.output)
     if jax.process_index() == 0:
         print(f"{FLAGS.output}: {header.size} rows x {len(header.fields)} fields, width {header.dim}")
 

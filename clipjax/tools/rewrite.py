@@ -34,7 +34,7 @@ from ml_collections import config_flags
 
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from clipjax import distributed, llm_text, sharding
+from clipjax import llm_text, sharding
 from clipjax.data import chunked_files, embedding_cache as ec, pipeline, sources
 from clipjax.models import llm, llm_loading
 from clipjax.tools import rewrite_prompt as rp
@@ -197,35 +197,31 @@ def run(config: ml_collections.ConfigDict, llm_folder: str, output: str, pools: 
                          chunk=chunk, seed=seed, dtype=dtype)
     chunked_files.open_folder(output, header)
     os.makedirs(os.path.join(output, "chunks"), exist_ok=True)
-    mine = chunked_files.process_chunks(header["num_chunks"], lambda c: os.path.exists(chunk_path(output, c)))
-    if mine:
+    rows_in = lambda c: min(chunk, rows - c * chunk)  # noqa: E731
+
+    def make_work():
         tokenizer = llm_loading.load_tokenizer(llm_folder)
         module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype), mesh=mesh)
-        sizes = [min(chunk, rows - c * chunk) for c in mine]
-        bar = chunked_files.progress(sum(sizes) * len(pools), "caption", progress_bar)
-        for c, size in zip(mine, sizes):
-            captions = [row_caption(source, r) for r in range(c * chunk, c * chunk + size)]
+
+        def work(c):
+            captions = [row_caption(source, r) for r in range(c * chunk, c * chunk + rows_in(c))]
             result = rewrite_chunk(module, params, tokenizer, header, pool_data, captions, c * chunk, c,
                                    rows_sharding)
             chunked_files.atomic_write(chunk_path(output, c), json.dumps(result, ensure_ascii=False).encode())
-            bar.update(size * len(pools))
-        bar.close()
-    if jax.process_index() == 0 and all(os.path.exists(chunk_path(output, c)) for c in range(header["num_chunks"])):
-        return assemble(output, header)
-    return None
+        return work
+
+    finished = chunked_files.run_chunks(header["num_chunks"], lambda c: os.path.exists(chunk_path(output, c)),
+                                        make_work, lambda c: rows_in(c) * len(pools), "caption", progress_bar)
+    return assemble(output, header) if finished and jax.process_index() == 0 else None
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    distributed.initialize()
     t0 = time.perf_counter()
-    summary = run(FLAGS.config, FLAGS.llm, FLAGS.output, FLAGS.pools, FLAGS.examples, FLAGS.temperature, FLAGS.top_p,
-                  FLAGS.max_new_tokens, FLAGS.context, FLAGS.batch_size, FLAGS.chunk, FLAGS.seed, FLAGS.rows,
-                  FLAGS.dtype, FLAGS.progress_bar)
+    summary = chunked_files.tool_main(argv, lambda: run(
+        FLAGS.config, FLAGS.llm, FLAGS.output, FLAGS.pools, FLAGS.examples, FLAGS.temperature, FLAGS.top_p,
+        FLAGS.max_new_tokens, FLAGS.context, FLAGS.batch_size, FLAGS.chunk, FLAGS.seed, FLAGS.rows, FLAGS.dtype,
+        FLAGS.progress_bar), FLAGS.output)
     if summary is None:
-        if jax.process_index() == 0:
-            print(f"{FLAGS.output}: chunks of other processes still missing; rerun to finish and assemble")
         return
     r = summary["replaced"]
     print(f"{FLAGS.output}: {summary['rows']} rows x {len(summary['files'])} rewrites in "

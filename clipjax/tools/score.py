@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from clipjax import distributed, pytree, sharding
+from clipjax import pytree, sharding
 from clipjax.data import chunked_files, pipeline, quality
 from clipjax.interop import files
 from clipjax.models import clip
@@ -94,12 +94,9 @@ def run(config: ml_collections.ConfigDict, model_path: str, output: str, batch_s
     params = jax.device_put(params, sharding.replicated(mesh))
     score = make_score_fn(model, mesh)
     transform = pipeline.make_transform(cfg)
-    mine = chunked_files.process_chunks(quality.num_chunks(len(source), chunk),
-                                        lambda c: os.path.exists(quality.chunk_path(output, c)),
-                                        *(process or (None, None)))
     rows_of = lambda c: range(c * chunk, min((c + 1) * chunk, len(source)))  # noqa: E731
-    bar = chunked_files.progress(sum(len(rows_of(c)) for c in mine), "pair", progress_bar)
-    for c in mine:
+
+    def work(c):
         keys, scores = [], []
         for k, images, tokens, bad in chunk_batches(source, transform, rows_of(c), batch_size):
             n = len(k)
@@ -110,17 +107,17 @@ def run(config: ml_collections.ConfigDict, model_path: str, output: str, batch_s
             s[bad] = -np.inf
             keys.extend(k)
             scores.append(s)
-            bar.update(n)
         quality.write_chunk(output, c, keys, np.concatenate(scores))
-    bar.close()
+
+    chunked_files.run_chunks(quality.num_chunks(len(source), chunk),
+                             lambda c: os.path.exists(quality.chunk_path(output, c)), lambda: work,
+                             lambda c: len(rows_of(c)), "pair", progress_bar, process)
     return header
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    distributed.initialize()
-    header = run(FLAGS.config, FLAGS.model, FLAGS.output, FLAGS.batch_size, FLAGS.chunk, FLAGS.progress_bar)
+    header = chunked_files.tool_main(argv, lambda: run(FLAGS.config, FLAGS.model, FLAGS.output, FLAGS.batch_size,
+                                                       FLAGS.chunk, FLAGS.progress_bar), FLAGS.output)
     if jax.process_index() == 0:
         print(f"{FLAGS.output}: scores of {header['size']} pairs (model {header['model']})")
 

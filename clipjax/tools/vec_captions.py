@@ -32,7 +32,6 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from clipjax import distributed
 from clipjax.data import chunked_files, embedding_cache as ec, pipeline, sources
 from clipjax.models import llm_loading
 from clipjax.tools import rewrite, rewrite_prompt as rp
@@ -185,36 +184,31 @@ def run(config: ml_collections.ConfigDict, vlm_folder: str, llm_folder: str, out
               "batch_size": batch_size, "chunk": chunk, "seed": seed, "dtype": dtype, "num_chunks": -(-rows // chunk)}
     chunked_files.open_folder(output, header)
     os.makedirs(os.path.join(output, "chunks"), exist_ok=True)
-    mine = chunked_files.process_chunks(header["num_chunks"], lambda c: os.path.exists(rewrite.chunk_path(output, c)))
-    if mine:
+    rows_in = lambda c: min(chunk, rows - c * chunk)  # noqa: E731
+
+    def make_work():
         describer = Describer(vlm_folder, vlm_prompt, vlm_max_new_tokens, dtype)
         tokenizer = llm_loading.load_tokenizer(llm_folder)
         module, params = llm_loading.from_pretrained(llm_folder, dtype=jnp.dtype(dtype), mesh=mesh)
-        sizes = [min(chunk, rows - c * chunk) for c in mine]
-        bar = chunked_files.progress(sum(sizes), "image", progress_bar)
-        for c, size in zip(mine, sizes):
-            result = vec_chunk(describer, module, params, tokenizer, header, pool, source, c * chunk, size, c,
+
+        def work(c):
+            result = vec_chunk(describer, module, params, tokenizer, header, pool, source, c * chunk, rows_in(c), c,
                                rows_sharding)
             chunked_files.atomic_write(rewrite.chunk_path(output, c), json.dumps(result, ensure_ascii=False).encode())
-            bar.update(size)
-        bar.close()
-    if jax.process_index() == 0 and all(os.path.exists(rewrite.chunk_path(output, c))
-                                        for c in range(header["num_chunks"])):
-        return assemble(output, header)
-    return None
+        return work
+
+    finished = chunked_files.run_chunks(header["num_chunks"], lambda c: os.path.exists(rewrite.chunk_path(output, c)),
+                                        make_work, rows_in, "image", progress_bar)
+    return assemble(output, header) if finished and jax.process_index() == 0 else None
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    distributed.initialize()
     t0 = time.perf_counter()
-    summary = run(FLAGS.config, FLAGS.vlm, FLAGS.llm, FLAGS.output, FLAGS.vlm_prompt, FLAGS.vlm_max_new_tokens,
-                  FLAGS.examples, FLAGS.temperature, FLAGS.top_p, FLAGS.max_new_tokens, FLAGS.context,
-                  FLAGS.batch_size, FLAGS.chunk, FLAGS.seed, FLAGS.rows, FLAGS.dtype, FLAGS.progress_bar)
+    summary = chunked_files.tool_main(argv, lambda: run(
+        FLAGS.config, FLAGS.vlm, FLAGS.llm, FLAGS.output, FLAGS.vlm_prompt, FLAGS.vlm_max_new_tokens, FLAGS.examples,
+        FLAGS.temperature, FLAGS.top_p, FLAGS.max_new_tokens, FLAGS.context, FLAGS.batch_size, FLAGS.chunk,
+        FLAGS.seed, FLAGS.rows, FLAGS.dtype, FLAGS.progress_bar), FLAGS.output)
     if summary is None:
-        if jax.process_index() == 0:
-            print(f"{FLAGS.output}: chunks of other processes still missing; rerun to finish and assemble")
         return
     r = summary["replaced"]
     print(f"{FLAGS.output}: {summary['rows']} rows in {time.perf_counter() - t0:.1f} s; original caption kept for "
