@@ -23,21 +23,6 @@ def load_config(name: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def save_tiny_llm(folder: str, texts, hidden_size: int = 32) -> str:
-    """A random tiny Llama (2 layers) with a word-level tokenizer over `texts`, saved as a Hugging Face folder."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from clipjax import llm_text
-    from clipjax.models import llm, llm_loading
-
-    tokenizer = llm_text.build_word_tokenizer(texts)
-    hf = dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=hidden_size,
-              intermediate_size=2 * hidden_size, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              rms_norm_eps=1e-5, max_position_embeddings=128, tie_word_embeddings=False)
-    module = llm.LlmDecoder(llm.LlmConfig.from_hf_config(hf))
-    ones = jnp.ones((1, 4), jnp.int32)
-    params = nn.meta.unbox(module.init(jax.random.PRNGKey(0), ones, ones)["params"])
-    llm_loading.save_pretrained(module, params, folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """The tests' random tiny Llama (clipjax.tools.tiny_models.save_random_llm at width 32, 128 positions)."""
+    from clipjax.tools.tiny_models import save_random_llm
+    return save_random_llm(folder, texts, hidden_size=hidden_size, max_positions=128)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from clipjax.data import chunked_files, pipeline, sources
 from clipjax.tools import vec_captions
-from clipjax.tools.rewrite_tiny import save_random_vlm as save_tiny_vlm
+from clipjax.tools.tiny_models import save_random_vlm as save_tiny_vlm
 from tests.helpers import load_config, save_tiny_llm
 
 SMALL = dict(vlm_max_new_tokens=6, max_new_tokens=12, context=160, batch_size=4, chunk=4)
