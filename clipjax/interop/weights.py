@@ -143,27 +143,28 @@ def _vit_to_torch(p: dict, img, lay: dict, out: dict) -> None:
     out[lay["conv"]] = p["image/patch_embed/kernel"].transpose(3, 2, 0, 1)   # [p,p,3,W] -> [W,3,p,p]
     if img.ln_pre:
         out[lay["ln_pre"] + "weight"], out[lay["ln_pre"] + "bias"] = p["image/ln_pre/scale"], p["image/ln_pre/bias"]
-    for i in range(img.depth):
-        _block_to_torch(p, f"image/encoder/block{i}/", lay["image_blocks"].format(i), lay, out)
-    out[lay["ln_post"] + "weight"] = p["image/encoder/ln_final/scale"]
-    out[lay["ln_post"] + "bias"] = p["image/encoder/ln_final/bias"]
-    proj = p["image/proj/kernel"]
-    out[lay["image_proj"]] = proj.T if lay["proj_transposed"] else proj
+    _encoder_to_torch(p, "image", img.depth, ("image_blocks", "ln_post", "image_proj"), lay, out)
 
 
 def _text_to_torch(p: dict, txt, lay: dict, out: dict) -> None:
     """Text tower, logit scale and bias -> torch names in `out`."""
     out[lay["token_embed"]] = p["text/token_embed/embedding"]
     out[lay["text_pos"]] = p["text/pos_embedding"]
-    for i in range(txt.depth):
-        _block_to_torch(p, f"text/encoder/block{i}/", lay["text_blocks"].format(i), lay, out)
-    out[lay["ln_final"] + "weight"] = p["text/encoder/ln_final/scale"]
-    out[lay["ln_final"] + "bias"] = p["text/encoder/ln_final/bias"]
-    proj = p["text/proj/kernel"]
-    out[lay["text_proj"]] = proj.T if lay["proj_transposed"] else proj
+    _encoder_to_torch(p, "text", txt.depth, ("text_blocks", "ln_final", "text_proj"), lay, out)
     out["logit_scale"] = p["logit_scale"].reshape(())
     if "logit_bias" in p:
         out["logit_bias"] = p["logit_bias"].reshape(())
+
+
+def _encoder_to_torch(p: dict, tower: str, depth: int, keys: tuple[str, str, str], lay: dict, out: dict) -> None:
+    """A transformer tower's ('image' or 'text') blocks, final LayerNorm and projection -> torch names in `out`;
+    `keys`: the layout's entries naming those three."""
+    blocks, ln, proj = (lay[k] for k in keys)
+    for i in range(depth):
+        _block_to_torch(p, f"{tower}/encoder/block{i}/", blocks.format(i), lay, out)
+    out[ln + "weight"], out[ln + "bias"] = p[f"{tower}/encoder/ln_final/scale"], p[f"{tower}/encoder/ln_final/bias"]
+    kernel = p[f"{tower}/proj/kernel"]
+    out[proj] = kernel.T if lay["proj_transposed"] else kernel
 
 
 def from_torch_layout(state_dict: dict, model_cfg, layout: str) -> dict[str, np.ndarray]:
@@ -205,27 +206,30 @@ def _vit_from_torch(sd: dict, img, lay: dict, out: dict) -> None:
     if img.ln_pre:
         out["image/ln_pre/scale"] = sd.pop(lay["ln_pre"] + "weight")
         out["image/ln_pre/bias"] = sd.pop(lay["ln_pre"] + "bias")
-    for i in range(img.depth):
-        _block_from_torch(sd, lay["image_blocks"].format(i), f"image/encoder/block{i}/", lay, img.num_heads, out)
-    out["image/encoder/ln_final/scale"] = sd.pop(lay["ln_post"] + "weight")
-    out["image/encoder/ln_final/bias"] = sd.pop(lay["ln_post"] + "bias")
-    proj = sd.pop(lay["image_proj"])
-    out["image/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
+    _encoder_from_torch(sd, "image", img.depth, img.num_heads, ("image_blocks", "ln_post", "image_proj"), lay, out)
 
 
 def _text_from_torch(sd: dict, txt, lay: dict, out: dict) -> None:
     """Pops the text tower, logit scale and bias from `sd` into flat clipjax names in `out`."""
     out["text/token_embed/embedding"] = sd.pop(lay["token_embed"])
     out["text/pos_embedding"] = sd.pop(lay["text_pos"])
-    for i in range(txt.depth):
-        _block_from_torch(sd, lay["text_blocks"].format(i), f"text/encoder/block{i}/", lay, txt.num_heads, out)
-    out["text/encoder/ln_final/scale"] = sd.pop(lay["ln_final"] + "weight")
-    out["text/encoder/ln_final/bias"] = sd.pop(lay["ln_final"] + "bias")
-    proj = sd.pop(lay["text_proj"])
-    out["text/proj/kernel"] = proj.T if lay["proj_transposed"] else proj
+    _encoder_from_torch(sd, "text", txt.depth, txt.num_heads, ("text_blocks", "ln_final", "text_proj"), lay, out)
     out["logit_scale"] = sd.pop("logit_scale").reshape(())
     if "logit_bias" in sd:
         out["logit_bias"] = sd.pop("logit_bias").reshape(())
+
+
+def _encoder_from_torch(sd: dict, tower: str, depth: int, num_heads: int, keys: tuple[str, str, str], lay: dict,
+                        out: dict) -> None:
+    """Pops a transformer tower's blocks, final LayerNorm and projection from `sd` into flat clipjax names under
+    `tower` in `out` (the inverse of `_encoder_to_torch`)."""
+    blocks, ln, proj = (lay[k] for k in keys)
+    for i in range(depth):
+        _block_from_torch(sd, blocks.format(i), f"{tower}/encoder/block{i}/", lay, num_heads, out)
+    out[f"{tower}/encoder/ln_final/scale"] = sd.pop(ln + "weight")
+    out[f"{tower}/encoder/ln_final/bias"] = sd.pop(ln + "bias")
+    kernel = sd.pop(proj)
+    out[f"{tower}/proj/kernel"] = kernel.T if lay["proj_transposed"] else kernel
 
 
 def check_shapes(params: dict[str, np.ndarray], expected: dict) -> None:
