@@ -46,13 +46,12 @@ def model_config(batch: int, res: int | None = None, text_len: int | None = None
     """ViT-B/16 CLIP at `res` px and `text_len` tokens (default 224 / 77; --tiny: a micro CLIP, 32 / 16), global
     batch `batch`."""
     res, text_len = res or (32 if FLAGS.tiny else 224), text_len or (16 if FLAGS.tiny else 77)
+    c = compile_bench.clip_config("B/16", 1, scan=True)
     if FLAGS.tiny:
-        c = compile_bench.clip_config("B/16", 1, scan=True)
         c.model.image = sizes.vit("mu/8", image_size=res)
         c.model.text = sizes.text("mu", context_length=text_len)
         c.model.embed_dim = 32
     else:
-        c = compile_bench.clip_config("B/16", 1, scan=True)
         c.model.image.image_size = res
         c.model.text.context_length = text_len
     c.data.image_size, c.data.text_length = res, text_len
