@@ -14,8 +14,8 @@ import ml_collections
 import optax
 import tqdm
 
-from clipjax import (checkpoint, compile_cache, config as config_lib, distributed, finetune, losses, optim, pytree,
-                     sharding, token_reduction, validation, workdir as workdir_lib)
+from clipjax import (checkpoint, compile_cache, config as config_lib, distributed, finetune, host_memory, losses, optim,
+                     pytree, sharding, token_reduction, validation, workdir as workdir_lib)
 from clipjax.data import pipeline
 from clipjax.data.device_prefetch import DevicePrefetch
 from clipjax.evaluate.suite import SuiteEvaluator
@@ -174,6 +174,7 @@ class Trainer:
         state = self._fresh(jax.random.PRNGKey(self.config.seed))
         if self.model.llm is not None:  # online llm_adapter: the frozen LLM's weights from config.llm.folder
             state = state.replace(params={**state.params, "llm": load_frozen_llm(self.config, state.params["llm"])})
+        host_memory.release_freed()
         return state
 
     def batch_shardings(self) -> dict:
@@ -261,6 +262,8 @@ def _loop(config, trainer, state, batches, ckpt, evaluator, writer, start, is_ma
     t_last, n_last = time.perf_counter(), start
     for step in range(start + 1, end + 1):
         state, metrics = trainer.step_fn(state, next(batches))
+        if step == start + 1:
+            host_memory.release_freed()  # the step's compilation temporaries
         if previous is not None:  # the previous step's flags, read while this step runs (no device stall)
             watch.update(*previous)
             watch.check()

@@ -9,7 +9,6 @@ python -m clipjax.tools.benchmark --config configs/small.py --framework openclip
 Batches are random device-resident arrays, so only the step is timed (the input pipeline has its own benchmark).
 The last line is the process's peak resident host memory.
 """
-import resource
 import statistics
 import time
 
@@ -19,7 +18,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clipjax import optim, sharding, train
+from clipjax import host_memory, optim, sharding, train
 from clipjax.losses import contrastive
 from clipjax.tools.batches import random_batch
 
@@ -31,17 +30,29 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "TPU v4": 275.0, "TP
 
 def time_steps(step, state, batch, steps: int, repeats: int) -> tuple[float, float, float, object]:
     """(compile seconds, XLA FLOPs per step, best seconds per step, state) for a jitted `step`."""
+    compiled, compile_s, flops = compile_step(step, state, batch)
+    best, state = best_time(compiled, state, batch, steps, repeats)
+    return compile_s, flops, best, state
+
+
+def compile_step(step, state, batch) -> tuple[object, float, float]:
+    """(compiled step, compile seconds, XLA FLOPs per step) of a jitted `step`."""
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
+    host_memory.release_freed()  # as the trainer does after its first step
     cost = compiled.cost_analysis()
-    flops = (cost[0] if isinstance(cost, list) else cost or {}).get("flops", 0.0)
+    return compiled, compile_s, (cost[0] if isinstance(cost, list) else cost or {}).get("flops", 0.0)
+
+
+def best_time(compiled, state, batch, steps: int, repeats: int) -> tuple[float, object]:
+    """(best mean seconds per step over `repeats` runs of `steps` steps after one warm-up step, state)."""
     state, _ = timed_run(compiled, state, batch, 1)
     best = float("inf")
     for _ in range(repeats):
         state, seconds = timed_run(compiled, state, batch, steps)
         best = min(best, seconds)
-    return compile_s, flops, best, state
+    return best, state
 
 
 def timed_run(compiled, state, batch, steps: int):
@@ -53,10 +64,10 @@ def timed_run(compiled, state, batch, steps: int):
     return state, (time.perf_counter() - t0) / steps
 
 
-def paired_with_openclip(trainer, state, batch, host_batch, config, steps: int, repeats: int) -> None:
-    """clipjax vs OpenCLIP examples/s on the same model and batch, in `repeats` interleaved pairs."""
+def paired_with_openclip(compiled, state, batch, host_batch, config, steps: int, repeats: int) -> None:
+    """clipjax's `compiled` step vs OpenCLIP's examples/s on the same model and batch, in `repeats` interleaved
+    pairs."""
     from clipjax.tools import openclip_step
-    compiled = trainer.step_fn.lower(state, batch).compile()
     step, _ = openclip_step.build(config)
     images, tokens = openclip_step.torch_batch(host_batch)
     step(images, tokens)  # warm-up
@@ -78,10 +89,6 @@ def openclip_only(config, host_batch, steps: int, repeats: int) -> None:
     step(images, tokens)
     best = min(openclip_step.seconds_per_step(step, images, tokens, steps) for _ in range(repeats))
     print(f"OpenCLIP step: {best * 1e3:.1f} ms/step, {config.batch_size / best:.1f} examples/s")
-
-
-def peak_host_memory_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
 def minimal_step(trainer, config):
@@ -158,12 +165,13 @@ def main(argv):
     host_batch = random_batch(config, rng)
     if FLAGS.framework == "openclip":
         openclip_only(config, host_batch, FLAGS.steps, FLAGS.repeats)
-        print(f"peak host memory: {peak_host_memory_gb():.2f} GB")
+        print(f"peak host memory: {host_memory.peak_gb():.2f} GB")
         return
     trainer = train.Trainer(config)
     state = trainer.init_state(data_size=config.batch_size)
     batch = sharding.global_batch(host_batch, trainer.mesh)
-    compile_s, flops, per_step, state = time_steps(trainer.step_fn, state, batch, FLAGS.steps, FLAGS.repeats)
+    compiled, compile_s, flops = compile_step(trainer.step_fn, state, batch)
+    per_step, state = best_time(compiled, state, batch, FLAGS.steps, FLAGS.repeats)
     kind = jax.devices()[0].device_kind
     peak = FLAGS.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in kind), 0.0)
     print(f"device: {jax.device_count()} x {kind}; batch {config.batch_size}; "
@@ -183,8 +191,8 @@ def main(argv):
               f"{config.batch_size / base_step:.1f} examples/s")
         print(f"ratio clipjax/minimal examples/s: {base_step / per_step:.3f}")
     elif FLAGS.openclip:
-        paired_with_openclip(trainer, state, batch, host_batch, config, FLAGS.steps, FLAGS.repeats)
-    print(f"peak host memory: {peak_host_memory_gb():.2f} GB")
+        paired_with_openclip(compiled, state, batch, host_batch, config, FLAGS.steps, FLAGS.repeats)
+    print(f"peak host memory: {host_memory.peak_gb():.2f} GB")
 
 
 if __name__ == "__main__":  # flags only as a program: other tools import the helpers above
