@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from clipjax import host_memory, optim, sharding, train
 from clipjax.losses import contrastive
+from clipjax.models import clip
 from clipjax.tools.batches import random_batch
 
 FLAGS = flags.FLAGS
@@ -92,24 +93,30 @@ def openclip_only(config, host_batch, steps: int, repeats: int) -> None:
 
 
 def minimal_step(trainer, config):
-    """A hand-written step of the same model: model.apply, global InfoNCE, optax AdamW; plain jax.jit."""
-    model = trainer.model
+    """A hand-written step of the same model: model.apply, global InfoNCE, optax AdamW; plain jax.jit. State:
+    (params, optimiser state, BN running statistics: those of a ResNet, updated as the trainer's step does; else {})."""
+    model = trainer.train_model
     tx = optax.adamw(1e-4, b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
                      weight_decay=config.optim.weight_decay, mask=optim.decay_mask)
 
-    def loss_fn(params, batch):
-        out = model.apply({"params": params}, batch["image"], batch["tokens"])
-        return contrastive.softmax_loss_reference(out["zimg"], out["ztxt"], out["logit_scale"])
+    def loss_fn(params, stats, batch):
+        args = (clip.variables(params, stats), batch["image"], batch["tokens"])
+        if stats and model.image.train:
+            out, updated = model.apply(*args, mutable=["batch_stats"])
+            stats = updated["batch_stats"]
+        else:
+            out = model.apply(*args)
+        return contrastive.softmax_loss_reference(out["zimg"], out["ztxt"], out["logit_scale"]), stats
 
     @jax.jit
     def step(state, batch):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        params, opt_state, stats = state
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state, stats), loss
 
-    def init(params):
-        return params, tx.init(params)
+    def init(params, stats):
+        return params, tx.init(params), stats
     return step, init
 
 
@@ -175,17 +182,18 @@ def main(argv):
     kind = jax.devices()[0].device_kind
     peak = FLAGS.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in kind), 0.0)
     print(f"device: {jax.device_count()} x {kind}; batch {config.batch_size}; "
-          f"image {config.data.image_size}px/{config.model.image.patch_size}, text {config.data.text_length}")
+          f"image {config.data.image_size}px/{config.model.image.get('patch_size', config.model.image_tower)}, "
+          f"text {config.data.text_length}")
     print(f"clipjax step: compile {compile_s:.2f} s, {per_step * 1e3:.1f} ms/step, "
           f"{config.batch_size / per_step:.1f} examples/s, {flops / 1e9:.1f} GFLOP/step (XLA)")
     if peak:
         print(f"MFU: {flops / per_step / (peak * 1e12 * jax.device_count()):.1%} of {peak:.0f} TFLOP/s per device")
     if FLAGS.baseline:
-        params = jax.device_get(state.params)
+        params, stats = jax.device_get((state.params, state.batch_stats))
         step, init = minimal_step(trainer, config)
         device_batch = jax.device_put(host_batch, jax.devices()[0])
         del state
-        base_compile, _, base_step, _ = time_steps(step, init(jax.device_put(params, jax.devices()[0])),
+        base_compile, _, base_step, _ = time_steps(step, init(*jax.device_put((params, stats), jax.devices()[0])),
                                                    device_batch, FLAGS.steps, FLAGS.repeats)
         print(f"minimal step: compile {base_compile:.2f} s, {base_step * 1e3:.1f} ms/step, "
               f"{config.batch_size / base_step:.1f} examples/s")
