@@ -3,8 +3,10 @@ a VLM description of the image) with probability `data.veclip_prob` (0.5), else 
 (apple/ml-veclip README, 12M pairs): COCO I2T R@1 24.5 -> 47.8, IN-1k 31.6 -> 38.1.
 
 python -m clipjax.main --config configs/veclip/b16.py --workdir DIR --config.data.path=/data/vecap/{00000..01199}.tar
-Webdataset shards carry the AltText under `txt` and the VeC in the json field named by data.veclip_field ('vec');
-`python -m clipjax.tools.vec_captions` will write it for your own data. Optimiser and length: OpenCLIP's B/16
+Webdataset shards carry the AltText under `txt` and the VeC in the json field named by data.veclip_field ('vec').
+For your own data, `python -m clipjax.tools.vec_captions` writes no shard field but OUTPUT/vec.txt (line i = the VeC
+of row i) for a CSV index: --config.data.name=csv --config.data.path=INDEX.csv --config.data.caption_fields=''
+--config.data.rewrite_files=OUTPUT/vec.txt --config.data.veclip_field=rewrite_1. Optimiser and length: OpenCLIP's B/16
 defaults (AdamW (0.9, 0.98), eps 1e-6, wd 0.2, lr 5e-4, batch 32k, 10k warm-up); the exact VeCLIP values are not
 given here.
 """
