@@ -139,18 +139,24 @@ def token_setting(config, setting: str):
 
 def token_sweep(config, settings: list[str], steps: int, repeats: int) -> None:
     """Train-step time of one model at each token setting, side by side: speed-up vs the first setting next to
-    the ratio of analytic forward FLOPs per sample (image + text) and of XLA's FLOPs per step."""
+    the ratio of analytic forward FLOPs per sample (image + text) and of XLA's FLOPs per step. All settings are
+    compiled first, then timed round-robin `repeats` times (best of each), so load changes hit them alike."""
     from clipjax.tools import flops as flops_lib
-    rows = []
+    runs = []
     for setting in settings:
         c = token_setting(config, setting)
         trainer = train.Trainer(c)
         state = trainer.init_state(data_size=c.batch_size)
         batch = sharding.global_batch(random_batch(c, np.random.default_rng(0)), trainer.mesh)
-        _, xla_flops, per_step, _ = time_steps(trainer.step_fn, state, batch, steps, repeats)
-        f = flops_lib.analytic(c)
-        rows.append((setting, f.image_tokens, f.text_tokens, per_step, f.total, xla_flops))
-        del state, batch
+        compiled, _, xla_flops = compile_step(trainer.step_fn, state, batch)
+        state, _ = timed_run(compiled, state, batch, 1)
+        runs.append([setting, flops_lib.analytic(c), xla_flops, compiled, state, batch, float("inf")])
+    for _ in range(repeats):
+        for run in runs:
+            run[4], seconds = timed_run(run[3], run[4], run[5], steps)
+            run[6] = min(run[6], seconds)
+    rows = [(setting, f.image_tokens, f.text_tokens, best, f.total, xla_flops)
+            for setting, f, xla_flops, *_, best in runs]
     print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind}; batch {config.batch_size}")
     print(f"{'setting':<22}{'img tok':>8}{'txt tok':>8}{'ms/step':>10}{'speed-up':>10}{'FLOP ratio':>11}"
           f"{'XLA ratio':>10}")
