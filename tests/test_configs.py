@@ -153,3 +153,17 @@ def test_scaling_down_towers_at_two_data_sizes(prefix):
         recipes.scaling_down_tower_config("rn18", "small")
     with pytest.raises(ValueError, match="data 'medium'"):
         recipes.scaling_down_tower_config("vit", "medium")
+
+
+def test_scaling_down_quality_subsets():
+    """configs/scaling_down/quality.py: the 'clip' strategy with data.filter set from its argument (or unfiltered)."""
+    twin = load("scaling_down/quality.py", "tiny=1,noise=0.5,scores=/data/scores,top_fraction=0.25")
+    clip = load("scaling_down/tiny_clip.py")
+    assert (twin.batch_size, twin.total_steps, twin.optim.lr) == (clip.batch_size, clip.total_steps, clip.optim.lr)
+    assert twin.data.caption_noise == 0.5
+    assert (twin.data.filter.scores, twin.data.filter.top_fraction) == ("/data/scores", 0.25)
+    full = load("scaling_down/quality.py")
+    assert full.data.filter.scores == "" and full.to_dict() == load("scaling_down/clip.py").to_dict()
+    assert load("scaling_down/quality.py", "scores=/s").data.filter.top_fraction == 0.5
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        load("scaling_down/quality.py", "keep=0.5")
