@@ -79,6 +79,25 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 1) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """x with its leading (batch) dim pinned to BATCH_AXES and the rest replicated, when traced inside
+    `in_mesh` (the train step); unchanged elsewhere (model code also runs without a mesh). Without this pin, GSPMD
+    propagates FSDP's 'embed'-sharded parameters into the activations and partly replicates the batch: on 8
+    devices (configs/small.py, FSDP 8) the step's temporaries per device were 2.7x larger (0.34 vs 0.13 GB)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+        return x
+    return jax.lax.with_sharding_constraint(x, P(BATCH_AXES, *([None] * (x.ndim - 1))))
+
+
+def in_mesh(fn, mesh: jax.sharding.Mesh):
+    """`fn` traced with `mesh` as the abstract mesh in context (for `constrain_batch`)."""
+    def wrapped(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -161,9 +161,10 @@ class Trainer:
                                      jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state_shardings, abstract)
         self._fresh = jax.jit(fresh, out_shardings=self.state_shardings)
         self.step_fn = jax.jit(
-            functools.partial(train_step, model=self.train_model, tx=self.tx, loss_fn=self.loss_fn,
-                              lr_schedule=self.lr_schedule, max_logit_scale=config.loss.max_logit_scale,
-                              image_tokens=token_reduction.patch_keep_fn(config)),
+            sharding.in_mesh(functools.partial(
+                train_step, model=self.train_model, tx=self.tx, loss_fn=self.loss_fn, lr_schedule=self.lr_schedule,
+                max_logit_scale=config.loss.max_logit_scale, image_tokens=token_reduction.patch_keep_fn(config)),
+                mesh),
             in_shardings=(self.state_shardings, self.batch_shardings()),
             out_shardings=(self.state_shardings, repl), donate_argnums=0)
         return self.abstract

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clipjax import sharding
+
 Dtype = Any
 
 dense_init = nn.initializers.xavier_uniform()
@@ -220,6 +222,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, kv_lengths: jax.Array | None = None):
+        x = sharding.constrain_batch(x)
         y = layer_norm(self.dtype, "ln1")(x)
         x = x + Attention(self.num_heads, self.dtype, self.attention, name="attn")(
             y, y, causal=self.causal, kv_lengths=kv_lengths)
