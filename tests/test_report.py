@@ -1,0 +1,56 @@
+"""clipjax.tools.report: tables with mean +- spread over seeds, failed and unfinished runs listed apart, PNG plots."""
+import json
+import statistics
+import subprocess
+import sys
+
+from tests.helpers import REPO
+
+
+def make_run(root, name, lr, seed, losses, top1=None, status="done", total_steps=None):
+    d = root / name
+    d.mkdir()
+    steps = total_steps or len(losses)
+    (d / "config.json").write_text(json.dumps({"optim": {"lr": lr}, "seed": seed, "total_steps": steps}))
+    rows = [{"step": i + 1, "train/loss": v} for i, v in enumerate(losses)]
+    if top1 is not None:
+        rows.append({"step": len(losses), "eval/zeroshot_top1": top1})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if status:
+        (d / "sweep_status.json").write_text(json.dumps({"status": status}))
+
+
+def test_report_averages_finished_runs_only_and_draws_pngs(tmp_path):
+    grid = {"optim.lr": [0.001, 0.01]}
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "configs/tiny.py", "set": {}, "grid": grid,
+                                                     "seeds": [0, 1], "runs": {}}))
+    top1 = {(0.001, 0): 0.30, (0.001, 1): 0.34, (0.01, 0): 0.50, (0.01, 1): 0.56}
+    for (lr, seed), acc in top1.items():
+        make_run(tmp_path, f"optim.lr={lr}+seed={seed}", lr, seed, [4.0, 3.0, 2.0 + seed], acc)
+    make_run(tmp_path, "optim.lr=0.001+seed=2", 0.001, 2, [4.0, 9.0, 9.0], 0.99, status="failed")
+    make_run(tmp_path, "optim.lr=0.01+seed=2", 0.01, 2, [4.0], 0.99, status="running", total_steps=3)
+    make_run(tmp_path, "optim.lr=0.01+seed=3", 0.01, 3, [], status="failed")  # crashed before any metric
+    proc = subprocess.run([sys.executable, "-m", "clipjax.tools.report", str(tmp_path),
+                           "--metric", "eval/zeroshot_top1", "--metric", "train/loss"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "report.md").read_text()
+    low = f"{statistics.fmean([0.30, 0.34]):.4f} ± {statistics.stdev([0.30, 0.34]):.4f}"
+    high = f"{statistics.fmean([0.50, 0.56]):.4f} ± {statistics.stdev([0.50, 0.56]):.4f}"
+    assert f"| 0.001 | 2 | 0,1 | {low} | 2.5000 ± 0.7071 |" in report
+    assert f"| 0.01 | 2 | 0,1 | {high} |" in report
+    assert "4 finished runs, 2 failed, 1 unfinished" in report
+    assert "**Failed runs (not averaged):** optim.lr=0.001+seed=2, optim.lr=0.01+seed=3" in report
+    assert "**Unfinished runs (not averaged):** optim.lr=0.01+seed=2" in report
+    for png in ("eval_zeroshot_top1_vs_optim.lr.png", "train_loss_vs_optim.lr.png", "curves.png"):
+        assert f"({png})" in report
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_a_manifest_runs_group_by_the_keys_that_differ(tmp_path):
+    for lr, seed, acc in ((0.1, 0, 0.2), (0.1, 1, 0.4), (0.2, 0, 0.6)):
+        make_run(tmp_path, f"run_{lr}_{seed}", lr, seed, [1.0], acc, status=None)
+    from clipjax.tools import report
+    text = report.write_report(str(tmp_path), ["eval/zeroshot_top1"])
+    assert "| optim.lr | n | seeds | eval/zeroshot_top1 |" in text
+    assert "| 0.1 | 2 | 0,1 | 0.3000 ± 0.1414 |" in text and "| 0.2 | 1 | 0 | 0.6000 ± 0.0000 |" in text
