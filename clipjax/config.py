@@ -271,6 +271,12 @@ def lookup(config: ml_collections.ConfigDict, dotted: str):
     return config
 
 
+def assign(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+    """config['a']['b'] = value for 'a.b' (in place)."""
+    parent, _, leaf = dotted.rpartition(".")
+    (lookup(config, parent) if parent else config)[leaf] = value
+
+
 def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
     """The argument of `configs/x.py:ARG`: 'k=v,k=v' over the keys of `defaults`, each value cast to its default's
     type; a bare first item is the value of the first key ('fastclip_v2' == 'loss=fastclip_v2'). Unknown keys fail

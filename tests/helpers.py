@@ -4,6 +4,8 @@ import pathlib
 
 import ml_collections
 
+from clipjax import config as config_lib
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -14,11 +16,7 @@ def load_config(name: str, **overrides) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     config = module.get_config()
     for key, value in overrides.items():
-        *parents, leaf = key.split("__")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        config_lib.assign(config, key.replace("__", "."), value)
     return config
 
 

@@ -92,10 +92,16 @@ def default_metrics(runs: list[dict]) -> list[str]:
     return chosen + [k for k in ("train/loss",) if k in names]
 
 
-def plot_final(table: list[dict], metric: str, x: str, group: str | None, path: str) -> None:
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported on first use: report tables need no matplotlib)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_final(table: list[dict], metric: str, x: str, group: str | None, path: str) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     lines: dict = {}
     for row in table:
@@ -123,9 +129,7 @@ def plot_final(table: list[dict], metric: str, x: str, group: str | None, path: 
 
 def plot_curves(runs: list[dict], keys: list[str], metric: str, path: str) -> None:
     """`metric` against step, averaged over the seeds of each configuration."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     groups: dict[str, list[dict]] = {}
     for r in runs:

@@ -4,8 +4,6 @@ loss.ssl_scale * NT-Xent on the two simclr views (the image tower then runs on 3
 
 python -m clipjax.tools.slip_cost --config configs/small.py [--steps 5 --repeats 3 --hidden 4096]
 """
-import time
-
 import jax
 import numpy as np
 from absl import app, flags
@@ -13,6 +11,7 @@ from ml_collections import config_flags
 
 from clipjax import sharding, train
 from clipjax.tools.batches import random_batch
+from clipjax.tools.benchmark import timed_run
 
 FLAGS = flags.FLAGS
 
@@ -41,14 +40,6 @@ def prepare(config, rng: np.random.Generator):
     return compiled, state, batch
 
 
-def seconds_per_step(compiled, state, batch, steps: int):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    return state, (time.perf_counter() - t0) / steps
-
-
 def main(argv):
     del argv
     config = FLAGS.config
@@ -57,7 +48,7 @@ def main(argv):
     best = {k: float("inf") for k in runs}
     for _ in range(FLAGS.repeats):  # interleaved, best of each
         for name, (compiled, state, batch) in runs.items():
-            state, s = seconds_per_step(compiled, state, batch, FLAGS.steps)
+            state, s = timed_run(compiled, state, batch, FLAGS.steps)
             runs[name] = (compiled, state, batch)
             best[name] = min(best[name], s)
     print(f"devices {jax.device_count()} x {jax.devices()[0].device_kind}, batch {config.batch_size}, "

@@ -87,11 +87,9 @@ def command(config_spec: str, workdir: str, overrides: dict, num_cpu_devices: in
     return cmd + ([f"--num_cpu_devices={num_cpu_devices}"] if num_cpu_devices else [])
 
 
-def check_root(root: str, manifest: dict) -> None:
-    """Refuse a root that holds a sweep of another base config or other fixed overrides."""
-    path = os.path.join(root, "sweep.json")
-    if os.path.exists(path):
-        old = json.load(open(path))
+def check_root(path: str, old: dict | None, manifest: dict) -> None:
+    """Refuse a root whose manifest `old` (read from `path`) records another base config or fixed overrides."""
+    if old is not None:
         for key in ("config", "set"):
             if old.get(key) != manifest[key]:
                 raise ValueError(f"{path}: this root holds a sweep with {key} {old.get(key)!r}, not "
@@ -114,11 +112,7 @@ def check_run_dir(run_dir: str, expected: dict) -> None:
 def resolved(base: ml_collections.ConfigDict, overrides: dict) -> dict:
     c = base.copy_and_resolve_references()
     for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = c
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        config_lib.assign(c, key, value)
     return pytree.flatten(json.loads(c.to_json_best_effort()))
 
 
@@ -204,12 +198,14 @@ def prepare_and_run():
     runs = {name: {**fixed, **o} for name, o in runs.items()}
     manifest = {"config": FLAGS.config, "set": fixed, "grid": grid, "seeds": seeds, "runs": runs}
     os.makedirs(FLAGS.root, exist_ok=True)
-    check_root(FLAGS.root, manifest)
+    path = os.path.join(FLAGS.root, "sweep.json")
+    old = json.load(open(path)) if os.path.exists(path) else None
+    check_root(path, old, manifest)
     for name, overrides in runs.items():  # every run directory checked before any run starts
         check_run_dir(os.path.join(FLAGS.root, name), resolved(base, overrides))
-    if os.path.exists(os.path.join(FLAGS.root, "sweep.json")):  # keep runs of earlier grids in the manifest
-        manifest["runs"] = {**json.load(open(os.path.join(FLAGS.root, "sweep.json")))["runs"], **runs}
-    with open(os.path.join(FLAGS.root, "sweep.json"), "w") as f:
+    if old is not None:  # keep runs of earlier grids in the manifest
+        manifest["runs"] = {**old["runs"], **runs}
+    with open(path, "w") as f:
         json.dump(manifest, f, indent=2)
     for name in runs:
         os.makedirs(os.path.join(FLAGS.root, name), exist_ok=True)
