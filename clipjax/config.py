@@ -37,6 +37,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.text_embeddings = ""    # model.text_tower 'llm_adapter': caption embedding cache folder (made by
     #                                clipjax.tools.embed_captions from config.llm.folder) read in place of tokens
     c.data.caption_noise = 0.0     # built-in world: this fraction of captions swapped for another example's
+    c.data.world = "v1"            # built-in world: 'v1' (two object sizes) | 'graded' (three, 6-21% radius:
+    #                                shape needs pixels on small objects; clipjax.data.synthetic)
     c.data.filter = ml_collections.ConfigDict()  # keep the best-scored pairs (clipjax.data.quality)
     c.data.filter.scores = ""      # scores folder of python -m clipjax.tools.score ('' = no filter)
     c.data.filter.top_fraction = 0.0  # keep the ceil(f N) highest-scored pairs (0: off) ...

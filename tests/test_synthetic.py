@@ -1,4 +1,6 @@
 """The synthetic image-caption world: determinism, held-out split, truthful captions, rendering."""
+import hashlib
+import math
 import pickle
 
 import grain
@@ -125,3 +127,64 @@ def test_grain_reads_source(train):
     batch = ds[0]
     assert batch["image"].shape == (4, 64, 64, 3) and list(batch["index"]) == [0, 1, 2, 3]
 
+
+
+def _digest(world: str) -> str:
+    h = hashlib.sha256()
+    for split in ("train", "eval"):
+        for res in (32, 64):
+            src = sy.SyntheticSource(split, size=300, image_size=res, seed=0, caption_noise=0.3, world=world)
+            for i in range(0, 300, 7):
+                ex = src[i]
+                h.update(ex["image"].tobytes())
+                h.update(repr((ex["captions"], ex["rewrites"], ex["labels"])).encode())
+    return h.hexdigest()[:16]
+
+
+def test_v1_world_is_unchanged():
+    """Images, captions and labels of the first world, pinned when the graded world was added (the README's and
+    earlier studies' numbers were measured on it)."""
+    assert _digest("v1") == "455c5c767e9e7d01"
+    assert _digest("graded") != "455c5c767e9e7d01"
+
+
+@pytest.fixture(scope="module")
+def graded():
+    return sy.SyntheticSource("train", size=400, image_size=64, seed=0, world="graded")
+
+
+def test_graded_world_sizes_layout_and_captions(graded):
+    names = sy.size_names("graded")
+    area = {n: [] for n in names}
+    for i in range(200):
+        scene, ex = graded.scene(i), graded[i]
+        size = names[scene.size]
+        lo, hi = sy.GRADED_RADII[size]
+        assert ex["labels"]["size"] == scene.size and scene.world == "graded"
+        for a in scene.objects:
+            assert lo * 64 <= a.r <= hi * 64
+            assert a.r - 1e-6 <= a.cx <= 64 - a.r + 1e-6 and a.r - 1e-6 <= a.cy <= 64 - a.r + 1e-6  # inside
+            for b in scene.objects:
+                assert a is b or math.hypot(a.cx - b.cx, a.cy - b.cy) >= 2 * a.r  # never overlapping
+        assert len(scene.objects) == scene.count + 1
+        assert any(size in cap for cap in ex["captions"]) and sy.SHAPES[scene.shape] in ex["captions"][0]
+        area[size].append(sy.render_scene(scene, 64, np.random.default_rng(0))[1].sum() / (scene.count + 1))
+    assert {ex["labels"]["size"] for ex in (graded[i] for i in range(60))} == {0, 1, 2}
+    small, medium, large = (np.median(area[n]) for n in names)
+    assert 2 * small < medium and 1.6 * medium < large  # pixels per object grow with the size class
+
+
+def test_graded_world_through_config_and_bad_name():
+    from clipjax.data import pipeline
+    from tests.helpers import load_config
+    config = load_config("tiny.py", data__world="graded", data__size=8, evals__num_examples=4)
+    raw = pipeline.make_source(config.data)
+    assert raw.source.world == "graded" and raw[3]["image"].tobytes() == sy.SyntheticSource(
+        "train", 8, 64, world="graded")[3]["image"].tobytes()
+    held_out = pipeline.load_eval_split(config)
+    assert held_out["images"].tobytes() == np.stack(
+        [sy.SyntheticSource("eval", 4, 64, world="graded")[i]["image"] for i in range(4)]).tobytes()
+    with pytest.raises(ValueError, match=r"config.data.world = 'v2'"):
+        sy.SyntheticSource("train", 8, 64, world="v2")
+    with pytest.raises(ValueError, match=r"config.data.world = 'v2': expected a built-in world"):
+        pipeline.validate(load_config("tiny.py", data__world="v2"))

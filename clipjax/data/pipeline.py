@@ -65,6 +65,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(d.text_length >= 3, "data.text_length", "at least 3 (SOT, one token, EOT)")
     require(0 <= d.caption_noise <= 1 and (d.caption_noise == 0 or d.name == "synthetic"), "data.caption_noise",
             "a fraction in [0, 1], for the built-in world (data.name = 'synthetic') only")
+    require(d.world in synthetic.WORLDS, "data.world", f"a built-in world, one of {synthetic.WORLDS}")
     quality.validate(config)
 
 
@@ -73,7 +74,7 @@ def make_source(data_config: ml_collections.ConfigDict):
     sequential and built by `make_train_dataset`. Missing or inconsistent files fail here, naming the file."""
     d = data_config
     if d.name == "synthetic":
-        return sources.SyntheticRaw(d.size, d.image_size, caption_noise=d.caption_noise)
+        return sources.SyntheticRaw(d.size, d.image_size, caption_noise=d.caption_noise, world=d.world)
     if d.name == "csv":
         return sources.CsvSource(d.path, image_root=d.image_root, header=d.csv_header, path_column=d.csv_path_column,
                                  caption_column=d.csv_caption_column, separator=d.csv_separator,
@@ -426,7 +427,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, process_index: int | 
 def load_eval_split(config: ml_collections.ConfigDict) -> dict:
     """Held-out examples of the built-in dataset as arrays: images uint8 [N,H,W,3], labels {set: int [N]},
     captions list[list[str]] (the first `evals.captions_per_image` phrasings of each image)."""
-    source = synthetic.SyntheticSource(split="eval", image_size=config.data.image_size)
+    source = synthetic.SyntheticSource(split="eval", image_size=config.data.image_size, world=config.data.world)
     examples = [source[i] for i in range(config.evals.num_examples)]
     k = config.evals.captions_per_image
     return {"images": np.stack([e["image"] for e in examples]),

@@ -508,10 +508,10 @@ class TfdsSource:
 class SyntheticRaw:
     """The built-in world as raw records: fields caption (primary phrasing), phrasing_2..6, rewrite_1..3."""
 
-    def __init__(self, size: int, image_size: int, seed: int = 0, caption_noise: float = 0.0):
+    def __init__(self, size: int, image_size: int, seed: int = 0, caption_noise: float = 0.0, world: str = "v1"):
         from clipjax.data import synthetic
         self.source = synthetic.SyntheticSource("train", size=size, image_size=image_size, seed=seed,
-                                                caption_noise=caption_noise)
+                                                caption_noise=caption_noise, world=world)
 
     def __len__(self) -> int:
         return len(self.source)

@@ -4,6 +4,11 @@ Example `i` of a split is a pure function of `(seed, split, i)`. A scene holds 1
 object (shape, colour, size and texture shared; grouped at one position) on a varied background, and in
 half the scenes a smaller distractor of another shape and colour. Captions and paraphrases ("rewrites")
 describe the scene truthfully; `CLASS_SETS` gives zero-shot classes and prompt templates.
+
+Two worlds (`WORLDS`, config key `data.world`): 'v1' draws objects of two sizes (radius 8.5% or 14% of the
+image), so a micro ViT at 64 px learns colour but hardly shape. 'graded' draws three size classes whose radii
+span 6-21% of the image, so an attribute's difficulty depends on the pixels an object covers: shape is easy on
+large objects and needs resolution (or tokens kept) on small ones, while colour stays easy at any size.
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ RGB = np.array(
     [(220, 30, 30), (30, 160, 50), (30, 70, 220), (240, 220, 30),
      (140, 40, 180), (245, 130, 20), (250, 250, 250), (10, 10, 10)], np.uint8)
 SIZES = ("small", "large")
+WORLDS = ("v1", "graded")
+# 'graded': size label -> radius range as a fraction of the image side (gaps keep the labels unambiguous).
+GRADED_RADII = {"small": (0.06, 0.09), "medium": (0.11, 0.15), "large": (0.17, 0.21)}
 POSITIONS = ("left", "right", "top", "bottom", "centre")
 COUNTS = ("one", "two", "three")
 TEXTURES = ("solid", "striped", "dotted")
@@ -33,7 +41,7 @@ _SHAPE_SYNONYMS = {
     "hexagon": ("six-sided shape", "six-sided shapes"), "heart": ("heart shape", "heart shapes"),
 }
 _COLOUR_SYNONYMS = {"red": ("red", "scarlet"), "purple": ("purple", "violet")}
-_SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
+_SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized"), "large": ("large", "big")}
 _COUNT_WORDS = {"one": ("one", "a single"), "two": ("two", "a pair of"), "three": ("three", "a group of three")}
 _TEXTURE_WORDS = {"solid": ("solid", "filled"), "striped": ("striped", "stripy"), "dotted": ("dotted", "spotted")}
 _POSITION_WORDS = {
@@ -104,10 +112,16 @@ class Scene:
     bg_param: float  # direction (radians) of the two-tone split, gradient or stripes
     objects: tuple[Obj, ...]  # main objects
     distractor: Obj | None
+    world: str = "v1"
 
 
 # Secondary colour of stripes and dots: darker, or grey for black.
 SHADES = np.array([(110, 110, 110) if c.max() < 60 else c * 0.55 for c in RGB], np.uint8)
+
+
+def size_names(world: str) -> tuple[str, ...]:
+    """The size labels of `world`: SIZES for 'v1', the keys of GRADED_RADII for 'graded'."""
+    return SIZES if world == "v1" else tuple(GRADED_RADII)
 
 
 def _far_colour(u: list[float], avoid: list[tuple[list[int], float]]) -> tuple[int, int, int]:
@@ -125,17 +139,21 @@ def _far_colour(u: list[float], avoid: list[tuple[list[int], float]]) -> tuple[i
     return best
 
 
-def sample_scene(rng: np.random.Generator, image_size: int) -> Scene:
+def sample_scene(rng: np.random.Generator, image_size: int, world: str = "v1") -> Scene:
     """Draw every attribute of a scene from `rng` (uniform labels; distractor with probability 1/2)."""
     s = image_size
-    u = iter(rng.random(96).tolist())  # one draw: numpy calls cost more than the arithmetic here
+    u = iter(rng.random(96 if world == "v1" else 128).tolist())  # one draw: numpy calls cost more than arithmetic
     pick = lambda k: int(next(u) * k)  # noqa: E731
     uniform = lambda lo, hi: lo + (hi - lo) * next(u)  # noqa: E731
-    shape, colour, size, position, count, texture, background = (pick(k) for k in (8, 8, 2, 5, 3, 3, 5))
-    r = s * (0.14 if size else 0.085) * uniform(0.9, 1.1)
+    n_sizes = len(size_names(world))
+    shape, colour, size, position, count, texture, background = (pick(k) for k in (8, 8, n_sizes, 5, 3, 3, 5))
+    if world == "v1":
+        r = s * (0.14 if size else 0.085) * uniform(0.9, 1.1)
+    else:
+        r = s * uniform(*GRADED_RADII[size_names(world)[size]])
     ax, ay = ((a + uniform(-0.04, 0.04)) * s for a in _ANCHORS[POSITIONS[position]])
     n, gap = count + 1, 2.15 * r
-    if POSITIONS[position] == "centre" and n == 3:  # a triangle of objects around the anchor
+    if n == 3 and (world != "v1" or POSITIONS[position] == "centre"):  # a triangle of objects around the anchor
         a0, rad = uniform(0, 2 * math.pi), gap / math.sqrt(3)
         angles = [a0 + k * 2 * math.pi / 3 for k in range(3)]
         offsets = [(rad * math.cos(a), rad * math.sin(a)) for a in angles]
@@ -143,14 +161,18 @@ def sample_scene(rng: np.random.Generator, image_size: int) -> Scene:
         steps = [(k - (n - 1) / 2) * gap for k in range(n)]
         vertical = POSITIONS[position] in ("left", "right")
         offsets = [(0.0, d) if vertical else (d, 0.0) for d in steps]
-    objects = tuple(
-        Obj(shape, colour, texture, min(max(ax + dx, r), s - r), min(max(ay + dy, r), s - r), r, uniform(-0.2, 0.2))
-        for dx, dy in offsets)
+    if world == "v1":  # each object clamped into the image
+        centres = [(min(max(ax + dx, r), s - r), min(max(ay + dy, r), s - r)) for dx, dy in offsets]
+    else:  # the group moved inwards as a whole, so objects never overlap (every group fits: r <= 0.21 s)
+        half_x, half_y = (max(abs(o[k]) for o in offsets) + r for k in (0, 1))
+        ax, ay = min(max(ax, half_x), s - half_x), min(max(ay, half_y), s - half_y)
+        centres = [(ax + dx, ay + dy) for dx, dy in offsets]
+    objects = tuple(Obj(shape, colour, texture, cx, cy, r, uniform(-0.2, 0.2)) for cx, cy in centres)
     distractor = None
     if next(u) < 0.5:
         d_shape, d_colour = (shape + 1 + pick(7)) % 8, (colour + 1 + pick(7)) % 8
         d_r = s * 0.08 * uniform(0.9, 1.2)
-        for _ in range(6):
+        for _ in range(6 if world == "v1" else 12):
             cx, cy = uniform(d_r, s - d_r), uniform(d_r, s - d_r)
             if all(math.hypot(cx - o.cx, cy - o.cy) > o.r + d_r + 1 for o in objects):
                 distractor = Obj(d_shape, d_colour, pick(3), cx, cy, d_r, uniform(-0.2, 0.2))
@@ -162,7 +184,7 @@ def sample_scene(rng: np.random.Generator, image_size: int) -> Scene:
     rest = list(u)  # >= 40 uniforms left: 5 candidates per background colour
     bg_colours = (_far_colour(rest[:20], avoid), _far_colour(rest[20:40], avoid))
     return Scene(shape, colour, size, position, count, texture, background, bg_colours, bg_param, objects,
-                 distractor)
+                 distractor, world)
 
 
 @functools.lru_cache(maxsize=8)
@@ -255,7 +277,7 @@ def render_scene(scene: Scene, image_size: int, rng: np.random.Generator) -> tup
 def _describe(scene: Scene, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """(captions, rewrites): six phrasings with canonical words and three paraphrases with synonyms."""
     shape, colour, count = SHAPES[scene.shape], COLOURS[scene.colour], COUNTS[scene.count]
-    size, pos, tex = SIZES[scene.size], POSITIONS[scene.position], TEXTURES[scene.texture]
+    size, pos, tex = size_names(scene.world)[scene.size], POSITIONS[scene.position], TEXTURES[scene.texture]
     bg = BACKGROUNDS[scene.background]
     one = scene.count == 0
     noun = shape if one else _PLURAL[shape]
@@ -294,19 +316,23 @@ class SyntheticSource:
     'rewrites': list[str], 'index': i, 'key': f'{split}-{i:08d}', 'labels': {name: int}} with label names
     shape, colour, count, size, position, texture. Train and eval draw from different RNG streams.
 
+    `world`: 'v1' or 'graded' (module docstring).
     `caption_noise` in [0, 1]: example i is noisy when u_i < caption_noise, u_i uniform from (seed, split, i) on a
     stream of its own (so the noisy set grows with the knob); a noisy example keeps its image and labels but takes
     every caption and rewrite of example `mismatch(i)` != i, and carries 'noisy': True.
     """
 
     def __init__(self, split: str = "train", size: int = 20000, image_size: int = 64, seed: int = 0,
-                 caption_noise: float = 0.0):
+                 caption_noise: float = 0.0, world: str = "v1"):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if size < 0 or image_size < 16:
             raise ValueError(f"need size >= 0 and image_size >= 16, got {size=}, {image_size=}")
         if not 0 <= caption_noise <= 1:
             raise ValueError(f"config.data.caption_noise = {caption_noise}: expected a fraction in [0, 1]")
+        if world not in WORLDS:
+            raise ValueError(f"config.data.world = {world!r}: expected one of {WORLDS}")
+        self.world = world
         self.split, self.size, self.image_size, self.seed = split, size, image_size, seed
         self.caption_noise = float(caption_noise)
 
@@ -315,7 +341,7 @@ class SyntheticSource:
 
     def __repr__(self) -> str:
         return (f"SyntheticSource(split={self.split!r}, size={self.size}, image_size={self.image_size}, "
-                f"seed={self.seed}, caption_noise={self.caption_noise})")
+                f"seed={self.seed}, caption_noise={self.caption_noise}, world={self.world!r})")
 
     def is_noisy(self, i: int) -> bool:
         """Whether example i's captions are replaced (deterministic in (seed, split, i, caption_noise))."""
@@ -332,7 +358,7 @@ class SyntheticSource:
 
     def scene(self, i: int) -> Scene:
         """The attributes of example `i` (what `__getitem__` renders)."""
-        return sample_scene(self._rng(self._check(i)), self.image_size)
+        return sample_scene(self._rng(self._check(i)), self.image_size, self.world)
 
     def _check(self, i: int) -> int:
         i = int(i)
@@ -351,7 +377,7 @@ class SyntheticSource:
 
     def _clean(self, i: int) -> dict:
         rng = self._rng(i)
-        scene = sample_scene(rng, self.image_size)
+        scene = sample_scene(rng, self.image_size, self.world)
         image, _ = render_scene(scene, self.image_size, rng)
         captions, rewrites = _describe(scene, rng)
         first = int(rng.integers(len(captions)))
