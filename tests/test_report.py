@@ -51,6 +51,7 @@ def test_without_a_manifest_runs_group_by_the_keys_that_differ(tmp_path):
     for lr, seed, acc in ((0.1, 0, 0.2), (0.1, 1, 0.4), (0.2, 0, 0.6)):
         make_run(tmp_path, f"run_{lr}_{seed}", lr, seed, [1.0], acc, status=None)
     from clipjax.tools import report
-    text = report.write_report(str(tmp_path), ["eval/zeroshot_top1"])
+    text = report.write_report(str(tmp_path), ["eval/zeroshot_top1"], out=str(tmp_path / "docs"))
+    assert (tmp_path / "docs" / "report.md").read_text() == text and (tmp_path / "docs" / "curves.png").exists()
     assert "| optim.lr | n | seeds | eval/zeroshot_top1 |" in text
     assert "| 0.1 | 2 | 0,1 | 0.3000 ± 0.1414 |" in text and "| 0.2 | 1 | 0 | 0.6000 ± 0.0000 |" in text

@@ -60,3 +60,20 @@ def test_emit_slurm_writes_one_command_per_run(tmp_path):
     jobs = (tmp_path / "jobs.txt").read_text().splitlines()
     assert len(jobs) == 4 and all("clipjax.main" in j and "--config.seed=" in j for j in jobs)
     assert "#SBATCH --array=0-3" in (tmp_path / "sweep.sbatch").read_text()
+
+
+def test_list_file_points_times_the_grid_and_bad_list_keys_are_refused(tmp_path):
+    points = tmp_path / "points.txt"
+    points.write_text("# one point per line\noptim.lr=1e-3 batch_size=8\n\ndata.caption_mode=laclip  # rewrites\n")
+    proc = sweep(tmp_path / "a", "--list", str(points), "--grid", "optim.b2=0.9,0.95", "--emit", "list")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = (tmp_path / "a" / "jobs.txt").read_text().splitlines()
+    assert len(jobs) == 4 and sum("--config.batch_size=8" in j and "--config.optim.lr=0.001" in j for j in jobs) == 2
+    manifest = json.load(open(tmp_path / "a" / "sweep.json"))
+    assert manifest["list"] == [{"optim.lr": 0.001, "batch_size": 8}, {"data.caption_mode": "laclip"}]
+    assert "data.caption_mode=laclip+optim.b2=0.95+seed=0" in manifest["runs"]
+    from clipjax.tools import report
+    assert report.group_keys(str(tmp_path / "a"), []) == ["optim.lr", "batch_size", "data.caption_mode", "optim.b2"]
+    points.write_text("optim.lr=1e-3 optim.learning_rate=1\n")
+    proc = sweep(tmp_path / "b", "--list", str(points), "--emit", "list")
+    assert proc.returncode != 0 and "--list optim.learning_rate: not a key of the base config" in proc.stderr

@@ -188,3 +188,21 @@ def test_graded_world_through_config_and_bad_name():
         sy.SyntheticSource("train", 8, 64, world="v2")
     with pytest.raises(ValueError, match=r"config.data.world = 'v2': expected a built-in world"):
         pipeline.validate(load_config("tiny.py", data__world="v2"))
+
+
+def test_builtin_eval_reports_zero_shot_per_size_class_in_the_graded_world():
+    from clipjax import train
+    from clipjax.evaluate.builtin import BuiltinEvaluator
+    from tests.helpers import load_config
+    config = load_config("tiny.py", data__world="graded", evals__num_examples=60)
+    trainer = train.Trainer(config)
+    state = trainer.init_state(64)
+    metrics = BuiltinEvaluator(config, trainer.model, trainer.mesh, trainer.eval_shardings)(state.eval_params())
+    sizes = np.array([sy.SyntheticSource("eval", 60, 64, world="graded")[i]["labels"]["size"] for i in range(60)])
+    for name in ("shape", "colour", "count"):
+        per_size = [metrics[f"zeroshot_{name}_{s}_top1"] for s in sy.size_names("graded")]
+        overall = sum(acc * (sizes == k).sum() for k, acc in enumerate(per_size)) / 60
+        assert metrics[f"zeroshot_{name}_top1"] == pytest.approx(overall, abs=1e-6)
+    config.data.world = "v1"
+    assert not any("_small_" in k for k in BuiltinEvaluator(config, trainer.model, trainer.mesh,
+                                                            trainer.eval_shardings)(state.eval_params()))

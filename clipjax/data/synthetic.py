@@ -285,14 +285,24 @@ def _describe(scene: Scene, rng: np.random.Generator) -> tuple[list[str], list[s
     p0, p1, p2 = _POSITION_WORDS[pos]
     d = scene.distractor
     other = f"{'an' if COLOURS[d.colour][0] in 'aeiou' else 'a'} {COLOURS[d.colour]} {SHAPES[d.shape]}" if d else ""
-    captions = [
-        f"{count} {size} {colour} {noun} {p0}",
-        f"a picture of {art} {_SIZE_WORDS[size][1]} {colour} {noun} {p1} over a {bg} background",
-        f"{p0.capitalize()}, there {be} {art} {tex} {colour} {noun}" + (f" and {other} elsewhere." if d else "."),
-        f"{colour} {noun}: {count}, {size}, {tex}, {pos}",
-        f"an image showing {art} {noun} in {colour}, {size} and {tex}, {p2}" + (f", next to {other}" if d else ""),
-        f"{art} {tex} {colour} {noun} {p0} on a {bg} background",
-    ]
+    if scene.world == "graded":  # one attribute besides shape, colour and number: shape then tells pairs apart
+        captions = [
+            f"{count} {colour} {noun}",
+            f"a picture of {art} {_SIZE_WORDS[size][0]} {colour} {noun}",
+            f"{art} {colour} {noun} {p0}",
+            f"{art} {tex} {colour} {noun}",
+            f"{art} {colour} {noun} on a {bg} background",
+            f"{art} {colour} {noun}" + (f" and {other}" if d else " and nothing else"),
+        ]
+    else:
+        captions = [
+            f"{count} {size} {colour} {noun} {p0}",
+            f"a picture of {art} {_SIZE_WORDS[size][1]} {colour} {noun} {p1} over a {bg} background",
+            f"{p0.capitalize()}, there {be} {art} {tex} {colour} {noun}" + (f" and {other} elsewhere." if d else "."),
+            f"{colour} {noun}: {count}, {size}, {tex}, {pos}",
+            f"an image showing {art} {noun} in {colour}, {size} and {tex}, {p2}" + (f", next to {other}" if d else ""),
+            f"{art} {tex} {colour} {noun} {p0} on a {bg} background",
+        ]
     u = iter(rng.random(7).tolist())
     pick = lambda options: options[int(next(u) * len(options))]  # noqa: E731
     syn_noun = pick([(shape, _PLURAL[shape]), _SHAPE_SYNONYMS[shape]])[0 if one else 1]
@@ -300,6 +310,12 @@ def _describe(scene: Scene, rng: np.random.Generator) -> tuple[list[str], list[s
     syn_count, syn_pos = pick(_COUNT_WORDS[count]), pick(_POSITION_WORDS[pos])
     syn_tex, syn_bg = pick(_TEXTURE_WORDS[tex]), pick(_BACKGROUND_WORDS[bg])
     syn_be = "is" if syn_count.startswith("a ") else be  # "there is a pair of discs"
+    if scene.world == "graded":
+        return captions, [
+            f"there {syn_be} {syn_count} {syn_size} {syn_colour} {syn_noun}.",
+            f"{syn_pos.capitalize()} you can see {syn_count} {syn_colour} {syn_noun}.",
+            f"{syn_count} {syn_tex} {syn_colour} {syn_noun} on a {syn_bg} background.",
+        ]
     rewrites = [
         f"there {syn_be} {syn_count} {syn_size} {syn_colour} {syn_noun} {syn_pos}.",
         f"{syn_pos.capitalize()} you can see {syn_count} {syn_colour} {syn_noun} that {be} {syn_size} and {syn_tex}.",

@@ -8,12 +8,14 @@ from clipjax.evaluate.embed import Embedder
 
 
 class BuiltinEvaluator:
-    """Metrics 'zeroshot_{set}_top1/top5', their mean 'zeroshot_top1/top5', and 'retrieval_{i2t,t2i}_r{1,5,10}'."""
+    """Metrics 'zeroshot_{set}_top1/top5', their mean 'zeroshot_top1/top5', 'retrieval_{i2t,t2i}_r{1,5,10}', and
+    in the graded world 'zeroshot_{set}_{size}_top1' over the held-out images of each object size class."""
 
     def __init__(self, config: ml_collections.ConfigDict, model, mesh, param_shardings, batch_size: int = -1):
         """batch_size: encoder batch (-1: config.evals.batch_size)."""
         self.data = pipeline.load_eval_split(config)
         self.class_sets = {name: synthetic.CLASS_SETS[name] for name in config.evals.class_sets.split(",") if name}
+        self.size_names = synthetic.size_names(config.data.world) if config.data.world == "graded" else ()
         batch_size = batch_size if batch_size > 0 else config.evals.batch_size
         self.embed = Embedder(model, mesh, param_shardings, batch_size, config.data.text_length,
                               text_input.text_encoder(config, mesh, batch_size))
@@ -23,8 +25,13 @@ class BuiltinEvaluator:
         metrics = {}
         for name, cs in self.class_sets.items():
             classes = zeroshot.class_embeddings(lambda t: self.embed.texts(params, t), cs.names, cs.templates)
-            for k, v in zeroshot.topk_accuracy(img, classes, self.data["labels"][cs.label_key]).items():
+            labels = self.data["labels"][cs.label_key]
+            for k, v in zeroshot.topk_accuracy(img, classes, labels).items():
                 metrics[f"zeroshot_{name}_{k}"] = v
+            for s, size in enumerate(self.size_names):
+                of_size = self.data["labels"]["size"] == s
+                metrics[f"zeroshot_{name}_{size}_top1"] = zeroshot.topk_accuracy(
+                    img[of_size], classes, labels[of_size], ks=(1,))["top1"]
         for k in ("top1", "top5"):
             metrics[f"zeroshot_{k}"] = float(np.mean([metrics[f"zeroshot_{n}_{k}"] for n in self.class_sets]))
         captions = [c for caps in self.data["captions"] for c in caps]

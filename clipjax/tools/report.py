@@ -3,6 +3,7 @@ of final metrics per configuration (mean +- sample standard deviation over seeds
 against a swept key, one line per value of another; training curves averaged over seeds).
 
 python -m clipjax.tools.report /tmp/sweep [--metric eval/zeroshot_top1 --x optim.lr --group model.embed_dim]
+    [--out docs/studies/NAME]   (report.md and PNGs there instead of in DIR)
 
 Runs are grouped by the sweep's grid keys (sweep.json), or else by the config keys whose values differ between
 runs (seed aside). Failed runs (sweep_status.json 'failed', or a crash before any metric) and unfinished ones
@@ -60,7 +61,9 @@ def final_metrics(rows: list[dict]) -> dict[str, float]:
 def group_keys(root: str, runs: list[dict]) -> list[str]:
     manifest = os.path.join(root, "sweep.json")
     if os.path.exists(manifest):
-        return [k for k in json.load(open(manifest))["grid"] if k not in IGNORED_KEYS]
+        sweep = json.load(open(manifest))
+        keys = [k for point in sweep.get("list", []) for k in point] + list(sweep["grid"])
+        return [k for k in dict.fromkeys(keys) if k not in IGNORED_KEYS]
     keys = sorted({k for r in runs for k in r["config"]})
     return [k for k in keys if k not in IGNORED_KEYS and len({json.dumps(r["config"].get(k)) for r in runs}) > 1]
 
@@ -155,7 +158,7 @@ def fmt(value) -> str:
 
 
 def write_report(root: str, metrics: list[str] | None = None, x: str | None = None, group: str | None = None,
-                 curve: str = "train/loss") -> str:
+                 curve: str = "train/loss", out: str | None = None) -> str:
     """Write ROOT/report.md and its PNGs; returns the markdown."""
     runs = [r for name in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, name))
             and (r := read_run(os.path.join(root, name)))]
@@ -165,7 +168,9 @@ def write_report(root: str, metrics: list[str] | None = None, x: str | None = No
     table = summarise(done, keys, metrics)
     x = x or (keys[0] if keys else None)
     group = group if group is not None else next((k for k in keys if k != x), None)
-    lines = [f"# Report: {os.path.abspath(root)}", "",
+    out = out or root
+    os.makedirs(out, exist_ok=True)
+    lines = [f"# Report: {os.path.basename(os.path.abspath(root))}", "",
              f"{len(done)} finished runs, {sum(r['state'] == 'failed' for r in runs)} failed, "
              f"{sum(r['state'] == 'unfinished' for r in runs)} unfinished. Mean ± sample standard deviation over "
              f"seeds of each run's last value.", "",
@@ -176,17 +181,17 @@ def write_report(root: str, metrics: list[str] | None = None, x: str | None = No
     if x and done:
         for m in metrics:
             png = f"{m.replace('/', '_')}_vs_{x}.png"
-            plot_final(table, m, x, group, os.path.join(root, png))
+            plot_final(table, m, x, group, os.path.join(out, png))
             lines += ["", f"![{m} vs {x}]({png})"]
     if done:
-        plot_curves(done, keys, curve, os.path.join(root, "curves.png"))
+        plot_curves(done, keys, curve, os.path.join(out, "curves.png"))
         lines += ["", f"Training curves ({curve}, mean over seeds):", "", "![curves](curves.png)"]
     for state in ("failed", "unfinished"):
         names = [r["name"] for r in runs if r["state"] == state]
         if names:
             lines += ["", f"**{state.capitalize()} runs (not averaged):** " + ", ".join(names)]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(root, "report.md"), "w") as f:
+    with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
     return text
 
@@ -194,7 +199,7 @@ def write_report(root: str, metrics: list[str] | None = None, x: str | None = No
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("usage: python -m clipjax.tools.report DIR [--metric M --x KEY --group KEY]")
-    print(write_report(argv[1], FLAGS.metric or None, FLAGS.x, FLAGS.group, FLAGS.curve))
+    print(write_report(argv[1], FLAGS.metric or None, FLAGS.x, FLAGS.group, FLAGS.curve, FLAGS.out))
 
 
 if __name__ == "__main__":
@@ -203,4 +208,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("x", None, "Config key on the x axis of the final-metric plots (default: first grid key).")
     flags.DEFINE_string("group", None, "Config key with one line per value (default: the next grid key).")
     flags.DEFINE_string("curve", "train/loss", "Metric of the training-curve plot.")
+    flags.DEFINE_string("out", None, "Folder for report.md and the PNGs (default: DIR).")
     app.run(main)

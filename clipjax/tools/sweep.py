@@ -2,6 +2,7 @@
 
 python -m clipjax.tools.sweep --config configs/tiny.py --root /tmp/sweep --grid optim.lr=1e-3,3e-3 \
     --grid model.embed_dim=32,64 --seeds 0,1,2 [--set total_steps=300] [--parallel 2]
+python -m clipjax.tools.sweep ... --list points.txt  # one point per line: 'KEY=VALUE KEY=VALUE' (x any --grid)
 python -m clipjax.tools.sweep ... --emit slurm      # ROOT/jobs.txt (one command per run) + ROOT/sweep.sbatch
 
 Runs are named by their overrides (`optim.lr=0.001+model.embed_dim=32+seed=0`). Every grid and --set key must be a
@@ -71,13 +72,26 @@ def parse_assignments(base, items: list[str], flag: str, multi: bool) -> dict:
     return out
 
 
-def plan(grid: dict[str, list], seeds: list[int]) -> dict[str, dict]:
-    """Run name -> overrides (grid values and seed), in grid order."""
+def read_list(base, path: str) -> list[dict]:
+    """A --list file: one point per line, 'KEY=VALUE KEY=VALUE ...' ('#' starts a comment) -> [{key: value}]."""
+    points = []
+    for line in open(path):
+        items = line.partition("#")[0].split()
+        if items:
+            points.append(parse_assignments(base, items, "list", multi=False))
+    if not points:
+        raise ValueError(f"--list {path}: no KEY=VALUE lines")
+    return points
+
+
+def plan(grid: dict[str, list], seeds: list[int], listed: list[dict] | None = None) -> dict[str, dict]:
+    """Run name -> overrides: each --list point (or none) x the grid product x seeds, in that order."""
     runs = {}
-    for values in itertools.product(*grid.values()):
-        for seed in seeds:
-            overrides = {**dict(zip(grid, values)), "seed": seed}
-            runs["+".join(f"{k}={v}" for k, v in overrides.items())] = overrides
+    for point in listed or [{}]:
+        for values in itertools.product(*grid.values()):
+            for seed in seeds:
+                overrides = {**point, **dict(zip(grid, values)), "seed": seed}
+                runs["+".join(f"{k}={v}" for k, v in overrides.items())] = overrides
     return runs
 
 
@@ -194,9 +208,10 @@ def prepare_and_run():
     fixed = parse_assignments(base, FLAGS.set, "set", multi=False)
     grid = parse_assignments(base, FLAGS.grid, "grid", multi=True)
     seeds = [int(s) for s in FLAGS.seeds]
-    runs = plan(grid, seeds)
+    listed = read_list(base, FLAGS.list) if FLAGS.list else []
+    runs = plan(grid, seeds, listed)
     runs = {name: {**fixed, **o} for name, o in runs.items()}
-    manifest = {"config": FLAGS.config, "set": fixed, "grid": grid, "seeds": seeds, "runs": runs}
+    manifest = {"config": FLAGS.config, "set": fixed, "grid": grid, "list": listed, "seeds": seeds, "runs": runs}
     os.makedirs(FLAGS.root, exist_ok=True)
     path = os.path.join(FLAGS.root, "sweep.json")
     old = json.load(open(path)) if os.path.exists(path) else None
@@ -222,6 +237,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("root", None, "Folder of the sweep: one workdir per run, sweep.json.")
     flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,... swept (the product of all --grid flags).")
     flags.DEFINE_multi_string("set", [], "KEY=VALUE fixed for every run.")
+    flags.DEFINE_string("list", None, "File of points, one per line: 'KEY=VALUE KEY=VALUE ...' (times the grid, if "
+                        "any).")
     flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed) per grid point.")
     flags.DEFINE_integer("parallel", 1, "Runs at once on this machine (its cores split evenly between them).")
     flags.DEFINE_enum("emit", None, ["slurm", "list"], "Write the commands (and a SLURM array script) instead of "
