@@ -1,8 +1,10 @@
 """clipjax.tools.sweep: real `clipjax.main` runs of the tiny config over a grid, skip/retry, refusals, emit."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from tests.helpers import REPO
 
@@ -77,3 +79,27 @@ def test_list_file_points_times_the_grid_and_bad_list_keys_are_refused(tmp_path)
     points.write_text("optim.lr=1e-3 optim.learning_rate=1\n")
     proc = sweep(tmp_path / "b", "--list", str(points), "--emit", "list")
     assert proc.returncode != 0 and "--list optim.learning_rate: not a key of the base config" in proc.stderr
+
+
+def test_killed_sweep_resumes_its_run_from_the_last_checkpoint(tmp_path):
+    """The sweep and its run killed (SIGKILL to the process group) after the first checkpoint: the rerun restarts
+    the run, which resumes from that checkpoint and finishes."""
+    args = [sys.executable, "-m", "clipjax.tools.sweep", "--config", "configs/tiny.py", "--root", str(tmp_path),
+            "--set", "total_steps=200", "--set", "evals.every_steps=0", "--set", "checkpoint.every_steps=20",
+            "--set", "batch_size=16", "--set", "progress_bar=False"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    run, deadline = tmp_path / "seed=0", time.time() + 600
+    while not any(p.name.isdigit() for p in (run / "checkpoints").glob("*")):
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert status(run)["status"] == "running"
+    rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert status(run)["status"] == "done"
+    log = (run / "log.txt").read_text()
+    assert "resumed from step" in log and int(log.split("resumed from step ")[1].split(":")[0]) >= 20
+    assert max(json.loads(line)["step"] for line in open(run / "metrics.jsonl")) == 200
