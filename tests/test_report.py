@@ -55,3 +55,15 @@ def test_without_a_manifest_runs_group_by_the_keys_that_differ(tmp_path):
     assert (tmp_path / "docs" / "report.md").read_text() == text and (tmp_path / "docs" / "curves.png").exists()
     assert "| optim.lr | n | seeds | eval/zeroshot_top1 |" in text
     assert "| 0.1 | 2 | 0,1 | 0.3000 ± 0.1414 |" in text and "| 0.2 | 1 | 0 | 0.6000 ± 0.0000 |" in text
+
+
+def test_a_run_sized_in_epochs_is_finished_at_its_epoch_count(tmp_path):
+    from clipjax.tools import report
+    make_run(tmp_path, "run", 0.1, 0, [1.0, 0.9, 0.8, 0.7], 0.5, total_steps=1000)  # total_steps is overridden:
+    config = json.loads((tmp_path / "run" / "config.json").read_text())  # 2 epochs of 32 at batch 16 = 4 steps
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "total_epochs": 2.0, "batch_size": 16,
+                                                              "data": {"size": 32}}))
+    assert report.read_run(str(tmp_path / "run"))["state"] == "done"
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "total_epochs": 3.0, "batch_size": 16,
+                                                              "data": {"size": 32}}))
+    assert report.read_run(str(tmp_path / "run"))["state"] == "unfinished"

@@ -16,12 +16,20 @@ import math
 import os
 import statistics
 
+import ml_collections
 from absl import app, flags
 
-from clipjax import pytree
+from clipjax import config as config_lib, pytree
 
 FLAGS = flags.FLAGS
 IGNORED_KEYS = {"seed"}
+
+
+def planned_steps(raw_config: dict) -> float:
+    """The run length of a saved config.json (total_epochs, when set, decides as in training; inf if unknown)."""
+    if raw_config.get("total_epochs", -1) > 0:
+        return config_lib.resolve_total_steps(ml_collections.ConfigDict(raw_config))
+    return raw_config.get("total_steps", math.inf)
 
 
 def read_run(run_dir: str) -> dict | None:
@@ -30,8 +38,8 @@ def read_run(run_dir: str) -> dict | None:
     status_path, config_path = os.path.join(run_dir, "sweep_status.json"), os.path.join(run_dir, "config.json")
     if not (os.path.exists(status_path) or os.path.exists(config_path)):
         return None
-    config = {k.replace("/", "."): v for k, v in pytree.flatten(json.load(open(config_path))).items()} \
-        if os.path.exists(config_path) else {}
+    raw = json.load(open(config_path)) if os.path.exists(config_path) else {}
+    config = {k.replace("/", "."): v for k, v in pytree.flatten(raw).items()}
     rows = []
     if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
         for line in open(os.path.join(run_dir, "metrics.jsonl")):
@@ -43,7 +51,7 @@ def read_run(run_dir: str) -> dict | None:
     last = max((r["step"] for r in rows), default=0)
     if swept == "failed" or (swept != "running" and not rows and swept is not None):
         state = "failed"
-    elif last >= config.get("total_steps", math.inf) and swept in (None, "done"):
+    elif last >= planned_steps(raw) and swept in (None, "done"):
         state = "done"
     else:
         state = "unfinished"
@@ -78,7 +86,10 @@ def summarise(runs: list[dict], keys: list[str], metrics: list[str]) -> list[dic
     for r in runs:
         groups.setdefault(tuple(json.dumps(r["config"].get(k)) for k in keys), []).append(r)
     table = []
-    for values, members in sorted(groups.items()):
+    def order(item):  # numbers by value, before other values by their text
+        return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in map(json.loads, item[0])]
+
+    for values, members in sorted(groups.items(), key=order):
         finals = [final_metrics(r["rows"]) for r in members]
         row = {"config": dict(zip(keys, (json.loads(v) for v in values))), "n": len(members),
                "seeds": sorted(r["config"].get("seed") for r in members)}
