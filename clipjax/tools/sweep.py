@@ -153,7 +153,8 @@ def core_slices(parallel: int) -> list[set[int]]:
 def run_local(root: str, config_spec: str, runs: dict[str, dict], parallel: int) -> list[str]:
     """Run the unfinished runs, `parallel` at a time, slot i pinned to core slice i; returns the failed runs."""
     todo = [name for name in runs if status(os.path.join(root, name)) != "done"]
-    bar = tqdm.tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", dynamic_ncols=True)
+    bar = tqdm.tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", dynamic_ncols=True,
+                    mininterval=1 if sys.stderr.isatty() else 60)  # a redirected log gets a line a minute
     slices, free, running, failed = core_slices(parallel), list(range(parallel)), {}, []
     while todo or running:
         while todo and free:
@@ -174,7 +175,7 @@ def run_local(root: str, config_spec: str, runs: dict[str, dict], parallel: int)
             if proc.returncode:
                 failed.append(name)
             bar.update(1)
-        bar.set_postfix(running=len(running), failed=len(failed))
+        bar.set_postfix(running=len(running), failed=len(failed), refresh=False)
     bar.close()
     return failed
 
