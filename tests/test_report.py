@@ -4,6 +4,8 @@ import statistics
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
 
 
@@ -67,3 +69,21 @@ def test_a_run_sized_in_epochs_is_finished_at_its_epoch_count(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "total_epochs": 3.0, "batch_size": 16,
                                                               "data": {"size": 32}}))
     assert report.read_run(str(tmp_path / "run"))["state"] == "unfinished"
+
+
+def test_where_selects_runs_and_baseline_gives_differences_in_standard_errors(tmp_path):
+    from clipjax.tools import report
+    for lr, seed, acc in ((0.1, 0, 0.20), (0.1, 1, 0.30), (0.2, 0, 0.50), (0.2, 1, 0.70), (0.3, 0, 0.9)):
+        make_run(tmp_path, f"run_{lr}_{seed}", lr, seed, [1.0], acc, status=None)
+    text = report.write_report(str(tmp_path), ["eval/zeroshot_top1"], x="optim.lr", baseline="0.1")
+    se = (0.005 / 2 + 0.02 / 2) ** 0.5  # sample variances 0.005 (0.2, 0.3) and 0.02 (0.5, 0.7), 2 seeds each
+    assert "| optim.lr | n | seeds | eval/zeroshot_top1 | eval/zeroshot_top1 - (optim.lr=0.1) |" in text
+    assert "| 0.1 | 2 | 0,1 | 0.2500 ± 0.0707 | - |" in text
+    assert f"| 0.2 | 2 | 0,1 | 0.6000 ± 0.1414 | +0.3500 ({0.35 / se:.1f} s.e.) |" in text
+    assert "| 0.3 | 1 | 0 | 0.9000 ± 0.0000 | +0.6500 (13.0 s.e.) |" in text  # s.e. of 0.1's mean alone: 0.05
+    text = report.write_report(str(tmp_path), ["eval/zeroshot_top1"], where={"optim.lr": "0.2"})
+    assert "(runs with optim.lr=0.2)" in text and "2 finished runs" in text
+    with pytest.raises(ValueError, match="not config keys"):
+        report.write_report(str(tmp_path), where={"optim.beta": "1"})
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        report.parse_where(["optim.lr"])

@@ -4,10 +4,13 @@ against a swept key, one line per value of another; training curves averaged ove
 
 python -m clipjax.tools.report /tmp/sweep [--metric eval/zeroshot_top1 --x optim.lr --group model.embed_dim]
     [--out docs/studies/NAME]   (report.md and PNGs there instead of in DIR)
+    [--where data.image_size=64] (only the runs with these config values; repeatable)
+    [--baseline 64]  (per metric, each row's difference to the row with x = 64 and the same group value, in
+                      standard errors of the difference of the two means: sqrt(s1^2/n1 + s0^2/n0))
 
-Runs are grouped by the sweep's grid keys (sweep.json), or else by the config keys whose values differ between
-runs (seed aside). Failed runs (sweep_status.json 'failed', or a crash before any metric) and unfinished ones
-(last step below total_steps) are listed apart and never averaged in.
+Runs are grouped by the sweep's list and grid keys (sweep.json), or else by the config keys whose values differ
+between runs (seed aside). Failed runs (sweep_status.json 'failed', or a crash before any metric) and unfinished
+ones (last step below the run length that training resolves) are listed apart and never averaged in.
 """
 from __future__ import annotations
 
@@ -56,6 +59,22 @@ def read_run(run_dir: str) -> dict | None:
     else:
         state = "unfinished"
     return {"name": os.path.basename(run_dir), "config": config, "rows": rows, "state": state}
+
+
+def parse_where(items: list[str]) -> dict[str, str]:
+    """['KEY=VALUE', ...] -> {KEY: VALUE}; a malformed item raises ValueError naming it."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--where {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def matches(config: dict, where: dict[str, str]) -> bool:
+    """Whether the flat `config` has each KEY=VALUE of `where` (numbers compared by value, others by text)."""
+    return all(key in config and same_value(config[key], want) for key, want in where.items())
 
 
 def final_metrics(rows: list[dict]) -> dict[str, float]:
@@ -164,31 +183,67 @@ def plot_curves(runs: list[dict], keys: list[str], metric: str, path: str) -> No
     plt.close(fig)
 
 
+def same_value(have, want: str) -> bool:
+    """Config value `have` equals the command-line text `want` (numbers by value, others by text)."""
+    try:
+        return float(have) == float(want)
+    except (TypeError, ValueError):
+        return str(have) == want
+
+
+def versus_baseline(table: list[dict], metric: str, x: str, group: str | None, baseline: str) -> list[str]:
+    """Per row: mean difference to the row of the same `group` value whose `x` is `baseline`, and that
+    difference in standard errors, e.g. '+0.0213 (2.4 s.e.)'; '-' for the baseline rows and rows without one."""
+    out = []
+    for row in table:
+        base = next((r for r in table if same_value(r["config"].get(x), baseline)
+                     and (group is None or r["config"].get(group) == row["config"].get(group))), None)
+        if base is None or base is row or row[metric] is None or base[metric] is None:
+            out.append("-")
+            continue
+        (m, sd), (m0, sd0) = row[metric], base[metric]
+        diff, se = m - m0, math.sqrt(sd * sd / row["n"] + sd0 * sd0 / base["n"])
+        out.append(f"{diff:+.4f}" + (f" ({diff / se:.1f} s.e.)" if se > 0 else ""))
+    return out
+
+
 def fmt(value) -> str:
     return "-" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}"
 
 
 def write_report(root: str, metrics: list[str] | None = None, x: str | None = None, group: str | None = None,
-                 curve: str = "train/loss", out: str | None = None) -> str:
-    """Write ROOT/report.md and its PNGs; returns the markdown."""
+                 curve: str = "train/loss", out: str | None = None, where: dict[str, str] | None = None,
+                 baseline: str | None = None) -> str:
+    """Write ROOT/report.md and its PNGs (of the runs whose config has `where`'s values); returns the markdown."""
     runs = [r for name in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, name))
             and (r := read_run(os.path.join(root, name)))]
+    where = where or {}
+    unknown = sorted({k for k in where for r in runs if r["config"] and k not in r["config"]})
+    if unknown:
+        raise ValueError(f"--where {unknown}: not config keys of the runs in {root}")
+    runs = [r for r in runs if matches(r["config"], where)]
     done = [r for r in runs if r["state"] == "done"]
-    keys = group_keys(root, runs)
+    keys = [k for k in group_keys(root, runs) if k not in where]
     metrics = metrics or default_metrics(done)
     table = summarise(done, keys, metrics)
     x = x or (keys[0] if keys else None)
     group = group if group is not None else next((k for k in keys if k != x), None)
+    if baseline is not None and not x:
+        raise ValueError("--baseline needs an x key (--x, or a sweep with a grid or list key)")
     out = out or root
     os.makedirs(out, exist_ok=True)
-    lines = [f"# Report: {os.path.basename(os.path.abspath(root))}", "",
+    selection = " (runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + ")" if where else ""
+    lines = [f"# Report: {os.path.basename(os.path.abspath(root))}{selection}", "",
              f"{len(done)} finished runs, {sum(r['state'] == 'failed' for r in runs)} failed, "
              f"{sum(r['state'] == 'unfinished' for r in runs)} unfinished. Mean ± sample standard deviation over "
-             f"seeds of each run's last value.", "",
-             "| " + " | ".join([*keys, "n", "seeds", *metrics]) + " |", "|" + "---|" * (len(keys) + 2 + len(metrics))]
-    for row in table:
+             f"seeds of each run's last value.", ""]
+    deltas = [versus_baseline(table, m, x, group, baseline) for m in metrics] if baseline is not None else []
+    header = [*keys, "n", "seeds", *metrics, *(f"{m} - ({x}={baseline})" for m in metrics[:len(deltas)])]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, row in enumerate(table):
         lines.append("| " + " | ".join([*(str(row["config"][k]) for k in keys), str(row["n"]),
-                                        ",".join(map(str, row["seeds"])), *(fmt(row[m]) for m in metrics)]) + " |")
+                                        ",".join(map(str, row["seeds"])), *(fmt(row[m]) for m in metrics),
+                                        *(d[i] for d in deltas)]) + " |")
     if x and done:
         for m in metrics:
             png = f"{m.replace('/', '_')}_vs_{x}.png"
@@ -210,7 +265,8 @@ def write_report(root: str, metrics: list[str] | None = None, x: str | None = No
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("usage: python -m clipjax.tools.report DIR [--metric M --x KEY --group KEY]")
-    print(write_report(argv[1], FLAGS.metric or None, FLAGS.x, FLAGS.group, FLAGS.curve, FLAGS.out))
+    print(write_report(argv[1], FLAGS.metric or None, FLAGS.x, FLAGS.group, FLAGS.curve, FLAGS.out,
+                       parse_where(FLAGS.where), FLAGS.baseline))
 
 
 if __name__ == "__main__":
@@ -220,4 +276,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("group", None, "Config key with one line per value (default: the next grid key).")
     flags.DEFINE_string("curve", "train/loss", "Metric of the training-curve plot.")
     flags.DEFINE_string("out", None, "Folder for report.md and the PNGs (default: DIR).")
+    flags.DEFINE_string("baseline", None, "An x value: add each row's difference to the row with this x and the "
+                        "same group value (mean difference and standard errors) for every metric.")
+    flags.DEFINE_multi_string("where", [], "KEY=VALUE: report only the runs with this config value (repeatable).")
     app.run(main)
