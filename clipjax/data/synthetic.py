@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -24,7 +25,6 @@ RGB = np.array(
     [(220, 30, 30), (30, 160, 50), (30, 70, 220), (240, 220, 30),
      (140, 40, 180), (245, 130, 20), (250, 250, 250), (10, 10, 10)], np.uint8)
 SIZES = ("small", "large")
-WORLDS = ("v1", "graded")
 # 'graded': size label -> radius range as a fraction of the image side (gaps keep the labels unambiguous).
 GRADED_RADII = {"small": (0.06, 0.09), "medium": (0.11, 0.15), "large": (0.17, 0.21)}
 POSITIONS = ("left", "right", "top", "bottom", "centre")
@@ -119,9 +119,33 @@ class Scene:
 SHADES = np.array([(110, 110, 110) if c.max() < 60 else c * 0.55 for c in RGB], np.uint8)
 
 
+@dataclasses.dataclass(frozen=True)
+class World:
+    """What sets a world apart. `radius(s, size, uniform)`: main-object radius in pixels for image side s, size
+    class `size` and a draw `uniform(lo, hi)`; `groups_whole`: a group of objects is moved inwards as a whole
+    (never overlapping, always a triangle for three) rather than each object clamped into the image (a triangle
+    only at the centre); `focused_captions`: captions name shape, colour, number and one other attribute."""
+
+    sizes: tuple[str, ...]
+    radius: Callable[[int, int, Callable[[float, float], float]], float]
+    groups_whole: bool
+    distractor_tries: int
+    focused_captions: bool
+    draws: int  # uniforms drawn per scene: >= 40 must be left for the background colours
+
+
+WORLD_SPECS = {
+    "v1": World(SIZES, lambda s, size, uniform: s * (0.14 if size else 0.085) * uniform(0.9, 1.1),
+                groups_whole=False, distractor_tries=6, focused_captions=False, draws=96),
+    "graded": World(tuple(GRADED_RADII), lambda s, size, uniform: s * uniform(*tuple(GRADED_RADII.values())[size]),
+                    groups_whole=True, distractor_tries=12, focused_captions=True, draws=128),
+}
+WORLDS = tuple(WORLD_SPECS)
+
+
 def size_names(world: str) -> tuple[str, ...]:
-    """The size labels of `world`: SIZES for 'v1', the keys of GRADED_RADII for 'graded'."""
-    return SIZES if world == "v1" else tuple(GRADED_RADII)
+    """The size labels of `world` ('v1': SIZES; 'graded': the keys of GRADED_RADII)."""
+    return WORLD_SPECS[world].sizes
 
 
 def _far_colour(u: list[float], avoid: list[tuple[list[int], float]]) -> tuple[int, int, int]:
@@ -141,19 +165,15 @@ def _far_colour(u: list[float], avoid: list[tuple[list[int], float]]) -> tuple[i
 
 def sample_scene(rng: np.random.Generator, image_size: int, world: str = "v1") -> Scene:
     """Draw every attribute of a scene from `rng` (uniform labels; distractor with probability 1/2)."""
-    s = image_size
-    u = iter(rng.random(96 if world == "v1" else 128).tolist())  # one draw: numpy calls cost more than arithmetic
+    s, spec = image_size, WORLD_SPECS[world]
+    u = iter(rng.random(spec.draws).tolist())  # one draw: numpy calls cost more than arithmetic
     pick = lambda k: int(next(u) * k)  # noqa: E731
     uniform = lambda lo, hi: lo + (hi - lo) * next(u)  # noqa: E731
-    n_sizes = len(size_names(world))
-    shape, colour, size, position, count, texture, background = (pick(k) for k in (8, 8, n_sizes, 5, 3, 3, 5))
-    if world == "v1":
-        r = s * (0.14 if size else 0.085) * uniform(0.9, 1.1)
-    else:
-        r = s * uniform(*GRADED_RADII[size_names(world)[size]])
+    shape, colour, size, position, count, texture, background = (pick(k) for k in (8, 8, len(spec.sizes), 5, 3, 3, 5))
+    r = spec.radius(s, size, uniform)
     ax, ay = ((a + uniform(-0.04, 0.04)) * s for a in _ANCHORS[POSITIONS[position]])
     n, gap = count + 1, 2.15 * r
-    if n == 3 and (world != "v1" or POSITIONS[position] == "centre"):  # a triangle of objects around the anchor
+    if n == 3 and (spec.groups_whole or POSITIONS[position] == "centre"):  # a triangle of objects around the anchor
         a0, rad = uniform(0, 2 * math.pi), gap / math.sqrt(3)
         angles = [a0 + k * 2 * math.pi / 3 for k in range(3)]
         offsets = [(rad * math.cos(a), rad * math.sin(a)) for a in angles]
@@ -161,18 +181,18 @@ def sample_scene(rng: np.random.Generator, image_size: int, world: str = "v1") -
         steps = [(k - (n - 1) / 2) * gap for k in range(n)]
         vertical = POSITIONS[position] in ("left", "right")
         offsets = [(0.0, d) if vertical else (d, 0.0) for d in steps]
-    if world == "v1":  # each object clamped into the image
-        centres = [(min(max(ax + dx, r), s - r), min(max(ay + dy, r), s - r)) for dx, dy in offsets]
-    else:  # the group moved inwards as a whole, so objects never overlap (every group fits: r <= 0.21 s)
+    if spec.groups_whole:  # the group moved inwards as a whole, so objects never overlap (all fit: r <= 0.21 s)
         half_x, half_y = (max(abs(o[k]) for o in offsets) + r for k in (0, 1))
         ax, ay = min(max(ax, half_x), s - half_x), min(max(ay, half_y), s - half_y)
         centres = [(ax + dx, ay + dy) for dx, dy in offsets]
+    else:  # each object clamped into the image
+        centres = [(min(max(ax + dx, r), s - r), min(max(ay + dy, r), s - r)) for dx, dy in offsets]
     objects = tuple(Obj(shape, colour, texture, cx, cy, r, uniform(-0.2, 0.2)) for cx, cy in centres)
     distractor = None
     if next(u) < 0.5:
         d_shape, d_colour = (shape + 1 + pick(7)) % 8, (colour + 1 + pick(7)) % 8
         d_r = s * 0.08 * uniform(0.9, 1.2)
-        for _ in range(6 if world == "v1" else 12):
+        for _ in range(spec.distractor_tries):
             cx, cy = uniform(d_r, s - d_r), uniform(d_r, s - d_r)
             if all(math.hypot(cx - o.cx, cy - o.cy) > o.r + d_r + 1 for o in objects):
                 distractor = Obj(d_shape, d_colour, pick(3), cx, cy, d_r, uniform(-0.2, 0.2))
@@ -285,7 +305,8 @@ def _describe(scene: Scene, rng: np.random.Generator) -> tuple[list[str], list[s
     p0, p1, p2 = _POSITION_WORDS[pos]
     d = scene.distractor
     other = f"{'an' if COLOURS[d.colour][0] in 'aeiou' else 'a'} {COLOURS[d.colour]} {SHAPES[d.shape]}" if d else ""
-    if scene.world == "graded":  # one attribute besides shape, colour and number: shape then tells pairs apart
+    focused = WORLD_SPECS[scene.world].focused_captions  # then shape tells pairs of captions apart
+    if focused:
         captions = [
             f"{count} {colour} {noun}",
             f"a picture of {art} {_SIZE_WORDS[size][0]} {colour} {noun}",
@@ -310,7 +331,7 @@ def _describe(scene: Scene, rng: np.random.Generator) -> tuple[list[str], list[s
     syn_count, syn_pos = pick(_COUNT_WORDS[count]), pick(_POSITION_WORDS[pos])
     syn_tex, syn_bg = pick(_TEXTURE_WORDS[tex]), pick(_BACKGROUND_WORDS[bg])
     syn_be = "is" if syn_count.startswith("a ") else be  # "there is a pair of discs"
-    if scene.world == "graded":
+    if focused:
         return captions, [
             f"there {syn_be} {syn_count} {syn_size} {syn_colour} {syn_noun}.",
             f"{syn_pos.capitalize()} you can see {syn_count} {syn_colour} {syn_noun}.",
@@ -361,8 +382,9 @@ class SyntheticSource:
 
     def is_noisy(self, i: int) -> bool:
         """Whether example i's captions are replaced (deterministic in (seed, split, i, caption_noise))."""
-        return self.caption_noise > 0 and self.size > 1 and (np.random.default_rng((self.seed, SPLITS.index(self.split), i, 1)).random()
-                                                           < self.caption_noise)
+        if self.caption_noise <= 0 or self.size <= 1:
+            return False
+        return np.random.default_rng((self.seed, SPLITS.index(self.split), i, 1)).random() < self.caption_noise
 
     def mismatch(self, i: int) -> int:
         """The other example whose captions a noisy example i takes (uniform over the rest of the split)."""
