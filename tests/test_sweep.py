@@ -103,3 +103,12 @@ def test_killed_sweep_resumes_its_run_from_the_last_checkpoint(tmp_path):
     log = (run / "log.txt").read_text()
     assert "resumed from step" in log and int(log.split("resumed from step ")[1].split(":")[0]) >= 20
     assert max(json.loads(line)["step"] for line in open(run / "metrics.jsonl")) == 200
+
+
+def test_one_core_per_run_is_warned_about(caplog, monkeypatch):
+    from clipjax.tools import sweep
+    monkeypatch.setattr(sweep.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with caplog.at_level("WARNING"):
+        assert sweep.core_slices(1) == [{0, 1}] and not caplog.records
+        assert sweep.core_slices(2) == [{0}, {1}]
+    assert "leaves 1 core per run" in caplog.text

@@ -26,7 +26,7 @@ import time
 
 import ml_collections
 import tqdm
-from absl import app, flags
+from absl import app, flags, logging
 
 from clipjax import config as config_lib, pytree
 
@@ -147,6 +147,9 @@ def core_slices(parallel: int) -> list[set[int]]:
     if not cores:
         return [set()] * parallel
     per = max(1, len(cores) // parallel)
+    if parallel > 1 and per < 2:
+        logging.warning("--parallel %d on %d cores leaves %d core per run: XLA:CPU on one core runs far slower than "
+                        "at half speed, so fewer runs at once finish sooner", parallel, len(cores), per)
     return [set(cores[(i * per) % len(cores):(i * per) % len(cores) + per]) for i in range(parallel)]
 
 
