@@ -99,16 +99,18 @@ def mean_spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def sort_key(value) -> tuple:
+    """Numbers by value, before other values by their text."""
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
 def summarise(runs: list[dict], keys: list[str], metrics: list[str]) -> list[dict]:
     """One row per configuration (values of `keys`) of the finished runs: n, seeds and mean/spread per metric."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault(tuple(json.dumps(r["config"].get(k)) for k in keys), []).append(r)
     table = []
-    def order(item):  # numbers by value, before other values by their text
-        return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in map(json.loads, item[0])]
-
-    for values, members in sorted(groups.items(), key=order):
+    for values, members in sorted(groups.items(), key=lambda item: [sort_key(json.loads(v)) for v in item[0]]):
         finals = [final_metrics(r["rows"]) for r in members]
         row = {"config": dict(zip(keys, (json.loads(v) for v in values))), "n": len(members),
                "seeds": sorted(r["config"].get("seed") for r in members)}
@@ -140,7 +142,7 @@ def plot_final(table: list[dict], metric: str, x: str, group: str | None, path: 
     for row in table:
         if row[metric] is not None:
             lines.setdefault(row["config"].get(group) if group else None, []).append((row["config"][x], *row[metric]))
-    for label, pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
+    for label, pts in sorted(lines.items(), key=lambda kv: sort_key(kv[0])):
         pts.sort(key=lambda p: (isinstance(p[0], str), p[0]))
         xs = [p[0] for p in pts] if all(isinstance(p[0], (int, float)) for p in pts) else [str(p[0]) for p in pts]
         ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
