@@ -199,7 +199,7 @@ def versus_baseline(table: list[dict], metric: str, x: str, group: str | None, b
     out = []
     for row in table:
         base = next((r for r in table if same_value(r["config"].get(x), baseline)
-                     and (group is None or r["config"].get(group) == row["config"].get(group))), None)
+                     and (not group or r["config"].get(group) == row["config"].get(group))), None)
         if base is None or base is row or row[metric] is None or base[metric] is None:
             out.append("-")
             continue
@@ -275,7 +275,8 @@ if __name__ == "__main__":
     flags.DEFINE_multi_string("metric", [], "Final metrics in the table and plots (default: eval top-1 and R@1, "
                               "train/loss).")
     flags.DEFINE_string("x", None, "Config key on the x axis of the final-metric plots (default: first grid key).")
-    flags.DEFINE_string("group", None, "Config key with one line per value (default: the next grid key).")
+    flags.DEFINE_string("group", None, "Config key with one line per value (default: the next grid key; '' for "
+                        "none).")
     flags.DEFINE_string("curve", "train/loss", "Metric of the training-curve plot.")
     flags.DEFINE_string("out", None, "Folder for report.md and the PNGs (default: DIR).")
     flags.DEFINE_string("baseline", None, "An x value: add each row's difference to the row with this x and the "
