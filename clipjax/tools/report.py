@@ -18,6 +18,7 @@ import json
 import math
 import os
 import statistics
+import textwrap
 
 import ml_collections
 from absl import app, flags
@@ -167,8 +168,9 @@ def plot_curves(runs: list[dict], keys: list[str], metric: str, path: str) -> No
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(", ".join(f"{k}={r['config'].get(k)}" for k in keys) or "all", []).append(r)
+    for r in runs:  # labels name each key by its last part ('image_size=48'), wrapped under the axes
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={r['config'].get(k)}" for k in keys) or "all"
+        groups.setdefault(textwrap.fill(label, 100), []).append(r)
     for label, members in sorted(groups.items()):
         by_step: dict[int, list[float]] = {}
         for r in members:
@@ -179,9 +181,8 @@ def plot_curves(runs: list[dict], keys: list[str], metric: str, path: str) -> No
         ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], label=label)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.2))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
