@@ -109,6 +109,9 @@ def test_gpu_check_runs_its_parts_on_cpu_and_records_failures(tmp_path):
     with open(out) as f:
         report = json.load(f)
     assert report["tiny"] and set(report["parts"]) == {"b16", "llm"}
-    assert report["parts"]["b16"]["examples_per_s"] > 0 and report["parts"]["llm"]["captions_per_s"] > 0
+    b16 = report["parts"]["b16"]
+    assert b16["unrolled"]["examples_per_s"] > 0 and b16["scan"]["examples_per_s"] > 0
+    assert b16["scan"]["gflop_per_step"] == b16["unrolled"]["gflop_per_step"] > 0  # analytic, whatever the layout
+    assert report["parts"]["llm"]["captions_per_s"] > 0
     bad = subprocess.run(cmd[:5] + ["b16,warp"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "warp" in bad.stderr

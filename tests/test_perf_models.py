@@ -193,3 +193,13 @@ def test_fsdp_step_keeps_activations_batch_sharded():
     stay below pure data parallelism's (which also holds whole gradients). Without the pin GSPMD partly replicated
     the batch and FSDP needed more than data parallelism."""
     assert step_temp_bytes(fsdp=8) < step_temp_bytes(fsdp=1)
+
+
+@pytest.mark.parametrize("lq,lk,expected", [(198, 198, True), (50, 16, True), (197, 197, False),
+                                             (16, 77, False)])
+def test_auto_attention_takes_cudnn_only_for_even_lengths(monkeypatch, lq, lk, expected):
+    """JAX's cuDNN check refuses odd lengths in the backward pass (seen on an H200 with ViT-B/16's 197 tokens), after
+    `attend` could fall back, so 'auto' must leave them to XLA."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    q, k = (jax.ShapeDtypeStruct((2, n, 4, 64), jnp.bfloat16) for n in (lq, lk))
+    assert layers._use_cudnn(q, k, None) is expected

@@ -27,8 +27,8 @@ Dtype = Any
 dense_init = nn.initializers.xavier_uniform()
 zeros = nn.initializers.zeros
 
-# 'auto': cuDNN's fused (flash) attention on GPU for bf16/fp16 inputs with head_dim % 8 == 0 and <= 128 and no
-# arbitrary mask (causal and trailing-padding masks are fine), else XLA's; 'xla' / 'cudnn':
+# 'auto': cuDNN's fused (flash) attention on GPU for bf16/fp16 inputs with head_dim % 8 == 0 and <= 128, even
+# lengths and no arbitrary mask (causal and trailing-padding masks are fine), else XLA's; 'xla' / 'cudnn':
 # jax.nn.dot_product_attention with that implementation; 'einsum': the explicit softmax(q k^T) v of two einsums.
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "einsum")
 # 'none': keep every activation; 'full': recompute each block in the backward pass (keep its input only);
@@ -85,11 +85,16 @@ def padding_mask(length: int, kv_lengths: jax.Array) -> jax.Array:
     return (jnp.arange(length)[None, :] < kv_lengths[:, None])[:, None, None, :]
 
 
-def _use_cudnn(q: jax.Array, mask: jax.Array | None) -> bool:
-    """Whether 'auto' attention takes cuDNN's fused kernel for q [B, L, heads, head_dim]."""
+def _use_cudnn(q: jax.Array, k: jax.Array, mask: jax.Array | None) -> bool:
+    """Whether 'auto' attention takes cuDNN's fused kernel for q [B, Lq, heads, head_dim], k [B, Lk, ...].
+
+    Both lengths must be even: JAX's training-time check (jax/_src/cudnn/fused_attention_stablehlo.py,
+    check_is_flash_attention, jax 0.10-0.11) refuses odd lengths whenever a bias is present, and every call passes
+    a placeholder bias, so ViT-B/16's 197 tokens fail in the backward pass, too late for `attend`'s fallback.
+    """
     head_dim = q.shape[-1]
     return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
-            and head_dim % 8 == 0 and head_dim <= 128)
+            and head_dim % 8 == 0 and head_dim <= 128 and q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, impl: str, mask: jax.Array | None = None,
@@ -119,7 +124,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, impl: str, mask: jax.Array 
         q, k, v, mask=mask, scale=scale, is_causal=causal, key_value_seq_lengths=lengths,
         implementation=implementation)
     if impl == "auto":
-        if _use_cudnn(q, mask):
+        if _use_cudnn(q, k, mask):
             try:  # cuDNN's shape/version checks run at trace time; anything it refuses falls back to XLA
                 return call("cudnn")
             except (ValueError, NotImplementedError, RuntimeError):
