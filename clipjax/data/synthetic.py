@@ -124,7 +124,8 @@ class World:
     """What sets a world apart. `radius(s, size, uniform)`: main-object radius in pixels for image side s, size
     class `size` and a draw `uniform(lo, hi)`; `groups_whole`: a group of objects is moved inwards as a whole
     (never overlapping, always a triangle for three) rather than each object clamped into the image (a triangle
-    only at the centre); `focused_captions`: captions name shape, colour, number and one other attribute."""
+    only at the centre); `focused_captions`: captions name shape, colour, number and one other attribute;
+    `per_size_eval`: the built-in eval reports zero-shot top-1 per size class (where size grades difficulty)."""
 
     sizes: tuple[str, ...]
     radius: Callable[[int, int, Callable[[float, float], float]], float]
@@ -132,13 +133,14 @@ class World:
     distractor_tries: int
     focused_captions: bool
     draws: int  # uniforms drawn per scene: >= 40 must be left for the background colours
+    per_size_eval: bool
 
 
 WORLD_SPECS = {
     "v1": World(SIZES, lambda s, size, uniform: s * (0.14 if size else 0.085) * uniform(0.9, 1.1),
-                groups_whole=False, distractor_tries=6, focused_captions=False, draws=96),
+                groups_whole=False, distractor_tries=6, focused_captions=False, draws=96, per_size_eval=False),
     "graded": World(tuple(GRADED_RADII), lambda s, size, uniform: s * uniform(*tuple(GRADED_RADII.values())[size]),
-                    groups_whole=True, distractor_tries=12, focused_captions=True, draws=128),
+                    groups_whole=True, distractor_tries=12, focused_captions=True, draws=128, per_size_eval=True),
 }
 WORLDS = tuple(WORLD_SPECS)
 

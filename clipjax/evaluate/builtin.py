@@ -15,7 +15,8 @@ class BuiltinEvaluator:
         """batch_size: encoder batch (-1: config.evals.batch_size)."""
         self.data = pipeline.load_eval_split(config)
         self.class_sets = {name: synthetic.CLASS_SETS[name] for name in config.evals.class_sets.split(",") if name}
-        self.size_names = synthetic.size_names(config.data.world) if config.data.world == "graded" else ()
+        world = synthetic.WORLD_SPECS[config.data.world]
+        self.size_names = world.sizes if world.per_size_eval else ()
         batch_size = batch_size if batch_size > 0 else config.evals.batch_size
         self.embed = Embedder(model, mesh, param_shardings, batch_size, config.data.text_length,
                               text_input.text_encoder(config, mesh, batch_size))

@@ -24,6 +24,7 @@ import ml_collections
 from absl import app, flags
 
 from clipjax import config as config_lib, pytree
+from clipjax.tools import sweep
 
 FLAGS = flags.FLAGS
 IGNORED_KEYS = {"seed"}
@@ -63,14 +64,9 @@ def read_run(run_dir: str) -> dict | None:
 
 
 def parse_where(items: list[str]) -> dict[str, str]:
-    """['KEY=VALUE', ...] -> {KEY: VALUE}; a malformed item raises ValueError naming it."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--where {item!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
+    """['KEY=VALUE', ...] -> {KEY: VALUE} (text: configs of other runs decide the types); a malformed item raises
+    ValueError naming it."""
+    return dict(sweep.split_assignment(item, "where") for item in items)
 
 
 def matches(config: dict, where: dict[str, str]) -> bool:

@@ -59,13 +59,19 @@ def parse_value(base: ml_collections.ConfigDict, key: str, text: str, flag: str)
     return text
 
 
+def split_assignment(item: str, flag: str, multi: bool = False) -> tuple[str, str]:
+    """'KEY=VALUE' -> (KEY, VALUE) as text; a malformed item raises ValueError naming it and its --flag."""
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise ValueError(f"--{flag} {item!r}: expected KEY=VALUE{',VALUE...' if multi else ''}")
+    return key, value
+
+
 def parse_assignments(base, items: list[str], flag: str, multi: bool) -> dict:
-    """['k=v1,v2', ...] -> {k: [v1, v2]} (multi) or ['k=v'] -> {k: v}."""
+    """['k=v1,v2', ...] -> {k: [v1, v2]} (multi) or ['k=v'] -> {k: v}, typed as `base`'s values."""
     out = {}
     for item in items:
-        key, sep, values = item.partition("=")
-        if not sep or not values:
-            raise ValueError(f"--{flag} {item!r}: expected KEY=VALUE{',VALUE...' if multi else ''}")
+        key, values = split_assignment(item, flag, multi)
         parsed = [parse_value(base, key, v, flag) for v in values.split(",")] if multi else \
             parse_value(base, key, values, flag)
         out[key] = parsed
