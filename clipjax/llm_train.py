@@ -211,8 +211,8 @@ class Stage:
             lambda x: x if getattr(x.sharding, "mesh", None) == self.mesh else jax.device_put(x, repl), state)
         self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
         self.loss_fn = functools.partial(stage_loss, module=self.module, spec=self.spec, mesh=self.mesh)
-        self.step_fn = jax.jit(functools.partial(train_step, loss_fn=self.loss_fn, tx=self.tx,
-                                                 lr_schedule=self.lr_schedule),
+        self.step_fn = jax.jit(sharding.in_mesh(functools.partial(train_step, loss_fn=self.loss_fn, tx=self.tx,
+                                                                  lr_schedule=self.lr_schedule), self.mesh),
                                out_shardings=(self.state_shardings, repl), donate_argnums=0)
         self.eval_loss = jax.jit(functools.partial(self.loss_fn, train=False))
         self.embed = jax.jit(functools.partial(embed, self.module, self.spec))

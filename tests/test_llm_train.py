@@ -233,3 +233,20 @@ def test_chain_clm_mntp_cc_writes_folders_that_reproduce_the_embedder(lm_run, tm
     plain = llm_train.StepSpec("clm")
     got = llm_train.embed(module, plain, params, {}, ids, mask, pool)
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def clm_step_temp_bytes(fsdp: int) -> int:
+    """Compiled clm-step temporaries per device of a 4-layer, 512-wide scratch Llama on 8 devices, batch 64."""
+    c = config("tiny_lm.py")
+    c.llm.scratch.update(hidden_size=512, intermediate_size=1536, num_layers=4, num_heads=8, num_kv_heads=4)
+    c.mesh.data, c.mesh.fsdp = 8 // fsdp, fsdp
+    c.batch_size, c.llm.max_length, c.llm.pad_bucket = 64, 48, 16  # tiny_lm.py's (at 16 x 32 no pin is needed)
+    stage = llm_train.Stage(c)
+    batch = stage.to_device(stage.host_batch(0))
+    return stage.step_fn.lower(stage.state, batch, stage.base).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_fsdp_decoder_keeps_activations_batch_sharded():
+    """The decoder pins its activations to the batch axes between layers: unpinned, FSDP 8 needed 2.3x data
+    parallelism's temporaries per device (308 vs 132 MB), pinned 1.14x (150 MB; FSDP also gathers weights)."""
+    assert clm_step_temp_bytes(fsdp=8) < 1.4 * clm_step_temp_bytes(fsdp=1)
