@@ -125,7 +125,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, impl: str, mask: jax.Array 
         implementation=implementation)
     if impl == "auto":
         if _use_cudnn(q, k, mask):
-            try:  # cuDNN's shape/version checks run at trace time; anything it refuses falls back to XLA
+            try:  # the forward pass's cuDNN checks run here (the backward's are _use_cudnn's job): a refusal -> XLA
                 return call("cudnn")
             except (ValueError, NotImplementedError, RuntimeError):
                 pass
