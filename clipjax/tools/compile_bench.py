@@ -58,10 +58,14 @@ def compile_step(config) -> dict:
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
+    return dict(lower_s=t1 - t0, compile_s=t2 - t1, **memory_gb(compiled))
+
+
+def memory_gb(compiled) -> dict:
+    """XLA's per-device argument, temporary, output and aliased GB of a compiled step."""
     mem = compiled.memory_analysis()
-    return dict(lower_s=t1 - t0, compile_s=t2 - t1, argument_gb=mem.argument_size_in_bytes / 1e9,
-                temp_gb=mem.temp_size_in_bytes / 1e9, output_gb=mem.output_size_in_bytes / 1e9,
-                alias_gb=mem.alias_size_in_bytes / 1e9)
+    return dict(argument_gb=mem.argument_size_in_bytes / 1e9, temp_gb=mem.temp_size_in_bytes / 1e9,
+                output_gb=mem.output_size_in_bytes / 1e9, alias_gb=mem.alias_size_in_bytes / 1e9)
 
 
 def compile_table(models, scans) -> list[dict]:

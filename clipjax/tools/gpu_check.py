@@ -22,6 +22,8 @@ Parts:
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -42,7 +44,7 @@ flags.DEFINE_string("out", "gpu_check.json", "JSON report path.")
 flags.DEFINE_bool("tiny", False, "CPU-sized shapes (micro towers, 32 px, batch 8): checks the script, not a GPU.")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 flags.DEFINE_integer("repeats", 3, "Measurements (interleaved pairs for openclip).")
-flags.DEFINE_list("parts", ["b16", "largest", "clipa", "openclip", "llm"], "Parts to run.")
+flags.DEFINE_list("parts", ["b16", "clipa", "openclip", "llm", "largest"], "Parts to run.")
 flags.DEFINE_float("memory_fraction", 0.9, "Fraction of device memory the largest batch may use.")
 
 
@@ -68,21 +70,49 @@ def peak_tflops() -> float:
     return next((v for k, v in benchmark.PEAK_TFLOPS.items() if k in kind), 0.0)
 
 
-def time_config(config) -> dict:
-    """compile s, examples/s, GFLOP per step and MFU of config's train step on random batches.
+@dataclasses.dataclass
+class Run:
+    """A compiled train step with its state and batch (device and host copies), and what timing it gave."""
+    compiled: object
+    state: object
+    batch: dict
+    host: dict
+    result: dict
+
+
+def run_config(config) -> Run:
+    """Initialise, compile and time config's train step on a random batch. `result`: seconds of init (state
+    creation, its compile included), compile and the first step (autotuning, allocation), then ms per step,
+    examples/s, GFLOP per step and MFU (best of --repeats runs of --steps).
 
     FLOPs are analytic (3x the forward's: forward + backward), not XLA's cost analysis, which counts a scanned
     block's loop body once (ViT-B/16 at batch 256 under scan: 299 GFLOP by XLA's count, 31.6 TFLOP by the model's).
     """
+    t0 = time.perf_counter()
     trainer = train.Trainer(config)
-    state = trainer.init_state(data_size=config.batch_size)
-    batch = sharding.global_batch(random_batch(config, np.random.default_rng(0)), trainer.mesh)
-    compile_s, _, per_step, _ = benchmark.time_steps(trainer.step_fn, state, batch, FLAGS.steps, FLAGS.repeats)
+    state = jax.block_until_ready(trainer.init_state(data_size=config.batch_size))
+    host = random_batch(config, np.random.default_rng(0))
+    batch = sharding.global_batch(host, trainer.mesh)
+    init_s = time.perf_counter() - t0
+    compiled, compile_s, _ = benchmark.compile_step(trainer.step_fn, state, batch)
+    t0 = time.perf_counter()
+    state, _ = benchmark.timed_run(compiled, state, batch, 1)
+    first_step_s = time.perf_counter() - t0
+    per_step = float("inf")
+    for _ in range(FLAGS.repeats):
+        state, seconds = benchmark.timed_run(compiled, state, batch, FLAGS.steps)
+        per_step = min(per_step, seconds)
     step_flops = 3 * flops_lib.analytic(config).total * config.batch_size
     peak = peak_tflops()
-    return dict(batch=config.batch_size, compile_s=compile_s, ms_per_step=per_step * 1e3,
-                examples_per_s=config.batch_size / per_step, gflop_per_step=step_flops / 1e9,
-                mfu=step_flops / per_step / (peak * 1e12 * jax.device_count()) if peak else None)
+    result = dict(batch=config.batch_size, init_s=init_s, compile_s=compile_s, first_step_s=first_step_s,
+                  ms_per_step=per_step * 1e3, examples_per_s=config.batch_size / per_step,
+                  gflop_per_step=step_flops / 1e9,
+                  mfu=step_flops / per_step / (peak * 1e12 * jax.device_count()) if peak else None)
+    return Run(compiled, state, batch, host, result)
+
+
+def time_config(config) -> dict:
+    return run_config(config).result
 
 
 def base_batch() -> int:
@@ -90,8 +120,15 @@ def base_batch() -> int:
     return (8 if FLAGS.tiny else 256) * jax.device_count()
 
 
+@functools.cache
+def reference() -> Run:
+    """ViT-B/16 at the base batch, unrolled: measured once, shared by every part that needs it (b16's unrolled
+    row, clipa's full-size row, the memory slope of largest, openclip's clipjax side)."""
+    return run_config(model_config(base_batch()))
+
+
 def part_b16() -> dict:
-    unrolled, scanned = (time_config(model_config(base_batch(), scan=scan)) for scan in (False, True))
+    unrolled, scanned = reference().result, time_config(model_config(base_batch(), scan=True))
     return dict(unrolled=unrolled, scan=scanned, scan_step_time_ratio=scanned["ms_per_step"] / unrolled["ms_per_step"],
                 scan_compile_ratio=scanned["compile_s"] / unrolled["compile_s"])
 
@@ -102,12 +139,11 @@ def device_bytes() -> float:
 
 
 def part_largest() -> dict:
-    """Largest batch by memory analysis (linear in the batch), then a run there, backing off by 3/4 on OOM."""
+    """Largest batch by memory analysis (linear in the batch: the reference step's bytes and those of one more
+    compile at half its batch), then a run there, backing off by 3/4 on OOM."""
     b = base_batch()
-    used = []
-    for batch in (b // 2, b):
-        r = compile_bench.compile_step(model_config(batch))
-        used.append((r["argument_gb"] + r["temp_gb"]) * 1e9)
+    used = [(m["argument_gb"] + m["temp_gb"]) * 1e9 for m in
+            (compile_bench.compile_step(model_config(b // 2)), compile_bench.memory_gb(reference().compiled))]
     per_example = (used[1] - used[0]) / (b - b // 2)
     fixed = used[1] - per_example * b
     limit = FLAGS.memory_fraction * device_bytes()
@@ -129,7 +165,7 @@ def part_largest() -> dict:
 def part_clipa() -> dict:
     res, text_len = (16, 8) if FLAGS.tiny else (112, 16)
     full, reduced = model_config(base_batch()), model_config(base_batch(), res, text_len)
-    a, b = time_config(full), time_config(reduced)
+    a, b = reference().result, time_config(reduced)
     return dict(full=a, clipa=b, speed_up=b["examples_per_s"] / a["examples_per_s"],
                 flop_ratio=flops_lib.analytic(full).total / flops_lib.analytic(reduced).total)
 
@@ -137,27 +173,33 @@ def part_clipa() -> dict:
 def part_openclip() -> dict:
     import torch  # noqa: F401  (the interop extra)
     from clipjax.tools import openclip_step
-    config = model_config(base_batch())
+    config, ref = model_config(base_batch()), reference()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    trainer = train.Trainer(config)
-    state = trainer.init_state(data_size=config.batch_size)
-    host = random_batch(config, np.random.default_rng(0))
-    batch = sharding.global_batch(host, trainer.mesh)
-    compiled = trainer.step_fn.lower(state, batch).compile()
-    state, _ = benchmark.timed_run(compiled, state, batch, 1)
     step, _ = openclip_step.build(config, device)
-    images, tokens = openclip_step.torch_batch(host, device)
+    images, tokens = openclip_step.torch_batch(ref.host, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     step(images, tokens)
     sync()
     pairs = []
     for _ in range(FLAGS.repeats):
-        state, t_jax = benchmark.timed_run(compiled, state, batch, FLAGS.steps)
+        ref.state, t_jax = benchmark.timed_run(ref.compiled, ref.state, ref.batch, FLAGS.steps)
         t_torch = openclip_step.seconds_per_step(step, images, tokens, FLAGS.steps, sync)
         pairs.append((t_jax, t_torch))
     ratios = [t / j for j, t in pairs]
     return dict(batch=config.batch_size, torch_device=device, clipjax_ms=[j * 1e3 for j, _ in pairs],
                 openclip_ms=[t * 1e3 for _, t in pairs], ratio_median=statistics.median(ratios))
+
+
+def random_params(shapes):
+    """N(0, 0.02) arrays of `shapes`' shapes and dtypes, drawn on device in one jitted call (throughput does not
+    depend on the values; flax's init would also trace and compile the forward pass)."""
+    leaves, treedef = jax.tree.flatten(shapes)
+
+    @jax.jit
+    def draw(key):
+        keys = jax.random.split(key, len(leaves))
+        return treedef.unflatten([(0.02 * jax.random.normal(k, x.shape)).astype(x.dtype) for k, x in zip(keys, leaves)])
+    return draw(jax.random.key(0))
 
 
 def part_llm() -> dict:
@@ -174,7 +216,9 @@ def part_llm() -> dict:
     module = llm.LlmDecoder(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     ids = jnp.ones((batch, length), jnp.int32)
     mask = jnp.ones((batch, length), jnp.int32)
-    params = jax.jit(module.init)(jax.random.key(0), ids, mask)["params"]
+    t0 = time.perf_counter()
+    params = jax.block_until_ready(random_params(jax.eval_shape(module.init, jax.random.key(0), ids, mask)["params"]))
+    init_s = time.perf_counter() - t0
     embed = jax.jit(lambda p, i, m: llm.mean_pool(module.apply({"params": p}, i, m, return_logits=False)[
         "last_hidden"], m))
     t0 = time.perf_counter()
@@ -188,7 +232,8 @@ def part_llm() -> dict:
         out.block_until_ready()
         times.append((time.perf_counter() - t0) / FLAGS.steps)
     best = min(times)
-    return dict(hidden=cfg.hidden_size, layers=cfg.num_layers, batch=batch, length=length, compile_s=compile_s,
+    return dict(hidden=cfg.hidden_size, layers=cfg.num_layers, batch=batch, length=length, init_s=init_s,
+                compile_s=compile_s,
                 captions_per_s=batch / best, tokens_per_s=batch * length / best)
 
 
