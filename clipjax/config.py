@@ -74,7 +74,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"         # per-block rematerialisation: none | full | dots_saveable | dots_no_batch | offload
     c.model.attention = "auto"     # auto (cuDNN flash attention on GPU when it can, else XLA) | xla | cudnn | einsum
     c.model.scan = False           # blocks under nn.scan: compile time independent of depth, params 'blocks' [depth, ...]
-    c.model.scan_unroll = 1        # with scan: blocks per loop iteration (lax.scan's unroll; compile time grows with it)
     c.model.text_tower = "transformer"  # 'transformer' | 'llm_adapter' (LLM2CLIP: frozen LLM config.llm.folder +
     #                                     trainable adapter on its caption embeddings, data.text_embeddings)
     c.model.image_tower = "vit"    # 'vit' | 'resnet' (model.image = sizes.resnet('RN50'): OpenAI's modified ResNet)

@@ -107,8 +107,7 @@ def test_remat_names_and_errors():
     with pytest.raises(ValueError, match=r"config.model.attention = 'flash'"):
         layers.attend(*(jnp.zeros((1, 2, 1, 8)),) * 3, "flash")
     for key, value, match in [("model.remat", "sometimes", "model.remat"), ("model.attention", "flash",
-                                                                              "model.attention"),
-                              ("model.scan_unroll", 0, "model.scan_unroll")]:
+                                                                              "model.attention")]:
         c = config_lib.tiny_config()
         c.model[key.split(".")[1]] = value
         with pytest.raises(ValueError, match=match):
@@ -135,10 +134,6 @@ def test_scan_equals_unrolled_after_layout_conversion(batch, text_layout, image_
     v1, g1 = loss_and_grads(scanned, stacked, images, tokens)
     np.testing.assert_allclose(v1, v0, rtol=1e-6)
     assert_trees_close(scan_layout.to_layout(g0, scanned=True), g1, 1e-5)
-    # several blocks per loop iteration (model.scan_unroll): the same function of the same stacked params
-    v2, g2 = loss_and_grads(build(text_layout, image_pool, scan=True, scan_unroll=2), stacked, images, tokens)
-    np.testing.assert_allclose(v2, v1, rtol=1e-6)
-    assert_trees_close(g1, g2, 1e-5)
     # and back: unstacking is exact
     back = scan_layout.to_layout(stacked, scanned=False)
     jax.tree.map(np.testing.assert_array_equal, params, back)

@@ -96,13 +96,13 @@ def _tower_kwargs(cfg: ml_collections.ConfigDict, cls: type[nn.Module], key: str
     return given
 
 
-PERF_KEYS = ("remat", "attention", "scan", "scan_unroll")  # config.model keys every transformer tower takes (clipjax.models.layers)
+PERF_KEYS = ("remat", "attention", "scan")  # config.model keys every transformer tower takes (clipjax.models.layers)
 
 
 def perf_kwargs(config: ml_collections.ConfigDict) -> dict:
     """Tower kwargs of the performance keys; configs saved before a key existed get its default (bool remat)."""
     return dict(remat=layers.remat_name(config.get("remat", "none")), attention=str(config.get("attention", "auto")),
-                scan=bool(config.get("scan", False)), scan_unroll=int(config.get("scan_unroll", 1)))
+                scan=bool(config.get("scan", False)))
 
 
 def variables(params, batch_stats=None) -> dict:
@@ -217,7 +217,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if m.remat == "offload":
         layers.remat_policy("offload")  # names the backend when it has no pinned host memory
     require(m.attention in layers.ATTENTION_IMPLS, "model.attention", f"one of {layers.ATTENTION_IMPLS}")
-    require(int(m.get("scan_unroll", 1)) >= 1, "model.scan_unroll", "an integer >= 1")
     require(not (m.scan and config.optim.name == "lamb"), "model.scan",
             "False with optim.name = 'lamb' (LAMB's per-leaf trust ratio would span all stacked layers)")
     require(not (m.scan and config.optim.layer_decay < 1), "model.scan",
@@ -244,6 +243,6 @@ def model_config(image: str = "B/16", text: str = "B", embed_dim: int = 512) -> 
         image=sizes.resnet(image) if image.startswith("RN") else sizes.vit(image), text=sizes.text(text),
         image_tower="resnet" if image.startswith("RN") else "vit", batch_norm="train",
         embed_dim=embed_dim, dtype="float32", remat="none",
-        attention="auto", scan=False, scan_unroll=1,
+        attention="auto", scan=False,
         logit_scale_init=math.log(1 / 0.07),
         logit_bias_init=ml_collections.config_dict.placeholder(float)))

@@ -240,8 +240,8 @@ class Encoder(nn.Module):
     """`depth` pre-LN blocks followed by a final LayerNorm. [B, L, W] -> [B, L, W] (or pooled, see below).
 
     `remat`: a REMAT_POLICIES name applied to each block; `attention`: an ATTENTION_IMPLS name; `scan`: the
-    blocks under nn.scan (parameters 'blocks/...' stacked [depth, ...], logical axis 'layers'; `scan_unroll` blocks
-    per loop iteration), else unrolled ('block0' ...). `causal` masks attention causally; `kv_lengths` int [B] masks trailing padding keys.
+    blocks under nn.scan (parameters 'blocks/...' stacked [depth, ...], logical axis 'layers'), else unrolled
+    ('block0' ...). `causal` masks attention causally; `kv_lengths` int [B] masks trailing padding keys.
     `pool_before_norm` ([B, L, W] -> [B, W]) pools the tokens before the final LayerNorm (CLIPA's 'gap' layout)."""
     depth: int
     mlp_dim: int
@@ -250,7 +250,6 @@ class Encoder(nn.Module):
     remat: str = "none"
     attention: str = "auto"
     scan: bool = False
-    scan_unroll: int = 1
     causal: bool = False
     pool_before_norm: Callable[[jax.Array], jax.Array] | None = None
 
@@ -263,8 +262,8 @@ class Encoder(nn.Module):
             block = Block
             if policy != "none":  # prevent_cse is unnecessary under scan (and costs fusion)
                 block = nn.remat(block, policy=remat_policy(policy), prevent_cse=False)
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=nn.broadcast,
-                            length=self.depth, unroll=self.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
+            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=nn.broadcast, length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
             x, _ = stack(**kw, carry=True, name="blocks")(x, kv_lengths)
         else:
             block = Block if policy == "none" else nn.remat(Block, policy=remat_policy(policy))

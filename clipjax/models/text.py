@@ -25,7 +25,7 @@ PAD_ID = 0
 
 
 class TextTransformer(nn.Module):
-    """Text tower; fields mirror `sizes.text` plus embed_dim, dtype (compute), remat, attention, scan, scan_unroll
+    """Text tower; fields mirror `sizes.text` plus embed_dim, dtype (compute), remat, attention and scan
     (`clipjax.models.layers.Encoder`)."""
     width: int
     depth: int
@@ -41,7 +41,6 @@ class TextTransformer(nn.Module):
     remat: str = "none"
     attention: str = "auto"
     scan: bool = False
-    scan_unroll: int = 1
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -59,7 +58,7 @@ class TextTransformer(nn.Module):
         last = length - 1 - jnp.argmax(valid[:, ::-1], axis=-1)  # the last non-pad position of each row
         kv_lengths = last + 1 if self.pad_mask and not self.causal else None
         x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, self.remat, self.attention, self.scan,
-                    self.scan_unroll, causal=self.causal, name="encoder")(x, kv_lengths)
+                    causal=self.causal, name="encoder")(x, kv_lengths)
         rows = jnp.arange(b)
         if self.pool == "eot":
             x = x[rows, jnp.argmax(tokens, axis=-1)]

@@ -73,7 +73,7 @@ def mean_of_patches(x: jax.Array) -> jax.Array:
 
 
 class VisionTransformer(nn.Module):
-    """ViT tower; fields mirror `sizes.vit` plus embed_dim, dtype (compute), remat, attention, scan, scan_unroll
+    """ViT tower; fields mirror `sizes.vit` plus embed_dim, dtype (compute), remat, attention and scan
     (`clipjax.models.layers.Encoder`)."""
     width: int
     depth: int
@@ -89,7 +89,6 @@ class VisionTransformer(nn.Module):
     remat: str = "none"
     attention: str = "auto"
     scan: bool = False
-    scan_unroll: int = 1
 
     @nn.compact
     def __call__(self, images: jax.Array, patch_keep: jax.Array | None = None) -> jax.Array:
@@ -121,8 +120,7 @@ class VisionTransformer(nn.Module):
         if self.ln_pre:
             x = layer_norm(self.dtype, "ln_pre")(x)
         encoder = dict(depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads, dtype=self.dtype,
-                       remat=self.remat, attention=self.attention, scan=self.scan,
-                       scan_unroll=self.scan_unroll, name="encoder")
+                       remat=self.remat, attention=self.attention, scan=self.scan, name="encoder")
         if self.pool == "gap_post_ln":   # the mean comes before the encoder's final LayerNorm
             x = Encoder(**encoder, pool_before_norm=mean_of_patches)(x)
         else:

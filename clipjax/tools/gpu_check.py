@@ -44,7 +44,7 @@ flags.DEFINE_string("out", "gpu_check.json", "JSON report path.")
 flags.DEFINE_bool("tiny", False, "CPU-sized shapes (micro towers, 32 px, batch 8): checks the script, not a GPU.")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 flags.DEFINE_integer("repeats", 3, "Measurements (interleaved pairs for openclip).")
-flags.DEFINE_list("parts", ["b16", "clipa", "openclip", "llm", "largest"], "Parts to run (also: scan_unroll).")
+flags.DEFINE_list("parts", ["b16", "clipa", "openclip", "llm", "largest"], "Parts to run.")
 flags.DEFINE_float("memory_fraction", 0.9, "Fraction of device memory the largest batch may use.")
 
 
@@ -131,19 +131,6 @@ def part_b16() -> dict:
     unrolled, scanned = reference().result, time_config(model_config(base_batch(), scan=True))
     return dict(unrolled=unrolled, scan=scanned, scan_step_time_ratio=scanned["ms_per_step"] / unrolled["ms_per_step"],
                 scan_compile_ratio=scanned["compile_s"] / unrolled["compile_s"])
-
-
-def part_scan_unroll() -> dict:
-    """B/16 with its blocks under nn.scan at 2 and 4 blocks per loop iteration (model.scan_unroll): step time and
-    compile seconds next to the unrolled reference. Not among the default parts (two more compiles)."""
-    ref = reference().result
-    rows = {}
-    for unroll in (2, 4):
-        config = model_config(base_batch(), scan=True)
-        config.model.scan_unroll = unroll
-        r = time_config(config)
-        rows[f"unroll{unroll}"] = {**r, "step_time_vs_unrolled": r["ms_per_step"] / ref["ms_per_step"]}
-    return rows
 
 
 def device_bytes() -> float:
@@ -250,8 +237,7 @@ def part_llm() -> dict:
                 captions_per_s=batch / best, tokens_per_s=batch * length / best)
 
 
-PARTS = {"b16": part_b16, "largest": part_largest, "clipa": part_clipa, "openclip": part_openclip, "llm": part_llm,
-         "scan_unroll": part_scan_unroll}
+PARTS = {"b16": part_b16, "largest": part_largest, "clipa": part_clipa, "openclip": part_openclip, "llm": part_llm}
 
 
 def main(argv):
