@@ -115,3 +115,10 @@ def test_gpu_check_runs_its_parts_on_cpu_and_records_failures(tmp_path):
     assert report["parts"]["llm"]["captions_per_s"] > 0
     bad = subprocess.run(cmd[:5] + ["b16,warp"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "warp" in bad.stderr
+
+
+def test_importing_clipjax_turns_on_the_threefry_gpu_kernel():
+    """A fresh process: `import clipjax` alone sets JAX's flag (GPU init compiles in seconds, not minutes)."""
+    code = "import jax, clipjax; print(jax.config.jax_threefry_gpu_kernel_lowering)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "True"

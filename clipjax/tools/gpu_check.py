@@ -1,19 +1,20 @@
 """One-shot accelerator check: everything worth knowing about a new GPU in one prepared run, printed and written as
 JSON (rewritten after each part). Each part is independent: one that fails is recorded with its error and the
-others still run. On one H200 the parts took b16 40 s (scanned only), largest 73 s, clipa 45 s, openclip 49 s,
-llm 122 s; with the unrolled layout's longer compiles (44 s vs 20 s per config) a full run is estimated at about
-12 minutes, so where one command may run 10 minutes, split it in two:
+others still run; the parts share one compiled ViT-B/16 step. On one H200 the full run took 411 s (b16 104 s,
+clipa 80, openclip 29, llm 59, largest 139) before clipjax turned on JAX's threefry GPU kernel, which takes about
+37 s of state init off each of the three unrolled B/16 configs and 39 s off llm (b16 then took 67 s, llm 20 s), so
+a full run now takes about 4.5 minutes.
 
   python -m clipjax.tools.gpu_check --out gpu_check.json
-  python -m clipjax.tools.gpu_check --parts b16,largest,clipa --out a.json   # then --parts openclip,llm --out b.json
+  python -m clipjax.tools.gpu_check --parts b16,llm --out a.json   # some parts only
   python -m clipjax.tools.gpu_check --tiny              # the same parts at CPU-sized shapes (a smoke test)
 
 Parts:
   b16      ViT-B/16 CLIP train step (bf16 compute, fp32 params), unrolled and with its blocks under nn.scan:
-           compile s, examples/s and MFU at batch 256 (per device x devices); the other parts use the unrolled
-           layout, the default and the faster one on GPU;
+           init, compile and first-step s, examples/s and MFU at batch 256 (per device x devices); the other parts
+           use the unrolled layout, the default and the faster one on GPU;
   largest  the largest batch whose compiled arguments + temporaries fit 90% of device memory (from XLA's memory
-           analysis at two batch sizes), then run there: examples/s and MFU;
+           analysis at two batch sizes), then run there: examples/s and MFU (last: the slowest part);
   clipa    CLIPA's B/16 setting (112 px, 16 tokens) at the same batch: speed-up over 224 px / 77 tokens next to the
            analytic FLOP ratio;
   openclip OpenCLIP's PyTorch step on the same model and batch (bf16 autocast), interleaved with clipjax's; skipped
