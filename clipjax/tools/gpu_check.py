@@ -193,7 +193,7 @@ def part_openclip() -> dict:
 
 def random_params(shapes):
     """N(0, 0.02) arrays of `shapes`' shapes and dtypes, drawn on device in one jitted call (throughput does not
-    depend on the values; flax's init would also trace and compile the forward pass)."""
+    depend on the values; drawing them directly leaves flax's init, which traces the forward pass, out)."""
     leaves, treedef = jax.tree.flatten(shapes)
 
     @jax.jit
@@ -234,8 +234,7 @@ def part_llm() -> dict:
         times.append((time.perf_counter() - t0) / FLAGS.steps)
     best = min(times)
     return dict(hidden=cfg.hidden_size, layers=cfg.num_layers, batch=batch, length=length, init_s=init_s,
-                compile_s=compile_s,
-                captions_per_s=batch / best, tokens_per_s=batch * length / best)
+                compile_s=compile_s, captions_per_s=batch / best, tokens_per_s=batch * length / best)
 
 
 PARTS = {"b16": part_b16, "largest": part_largest, "clipa": part_clipa, "openclip": part_openclip, "llm": part_llm}
