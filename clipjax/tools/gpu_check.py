@@ -96,13 +96,8 @@ def run_config(config) -> Run:
     batch = sharding.global_batch(host, trainer.mesh)
     init_s = time.perf_counter() - t0
     compiled, compile_s, _ = benchmark.compile_step(trainer.step_fn, state, batch)
-    t0 = time.perf_counter()
-    state, _ = benchmark.timed_run(compiled, state, batch, 1)
-    first_step_s = time.perf_counter() - t0
-    per_step = float("inf")
-    for _ in range(FLAGS.repeats):
-        state, seconds = benchmark.timed_run(compiled, state, batch, FLAGS.steps)
-        per_step = min(per_step, seconds)
+    state, first_step_s = benchmark.timed_run(compiled, state, batch, 1)
+    per_step, state = benchmark.best_time(compiled, state, batch, FLAGS.steps, FLAGS.repeats)
     step_flops = 3 * flops_lib.analytic(config).total * config.batch_size
     peak = peak_tflops()
     result = dict(batch=config.batch_size, init_s=init_s, compile_s=compile_s, first_step_s=first_step_s,
