@@ -117,8 +117,11 @@ def test_gpu_check_runs_its_parts_on_cpu_and_records_failures(tmp_path):
     assert bad.returncode != 0 and "warp" in bad.stderr
 
 
-def test_importing_clipjax_turns_on_the_threefry_gpu_kernel():
-    """A fresh process: `import clipjax` alone sets JAX's flag (GPU init compiles in seconds, not minutes)."""
-    code = "import jax, clipjax; print(jax.config.jax_threefry_gpu_kernel_lowering)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
+@pytest.mark.parametrize("imports", ["jax, clipjax", "clipjax, jax"])
+def test_importing_clipjax_turns_on_the_threefry_gpu_kernel(imports):
+    """A fresh process, JAX imported before or after clipjax: `import clipjax` alone sets JAX's flag (GPU init
+    compiles in seconds, not minutes)."""
+    code = f"import {imports}; print(jax.config.jax_threefry_gpu_kernel_lowering)"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_THREEFRY_GPU_KERNEL_LOWERING"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "True"
